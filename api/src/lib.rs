@@ -1,0 +1,1 @@
+//! The `ferrolb.io/v1beta1` custom resources.

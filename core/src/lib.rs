@@ -1,0 +1,1 @@
+//! FerroLB's pure core: allocation, election, planning and wire codecs, without I/O.
