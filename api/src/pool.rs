@@ -1,0 +1,245 @@
+//! `IPAddressPool`: the addresses FerroLB may hand out to LoadBalancer Services.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{self, rule};
+
+/// A pool of IPv4 and/or IPv6 addresses from which Services get their external IPs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1beta1",
+    kind = "IPAddressPool",
+    doc = "A pool of addresses FerroLB hands out to LoadBalancer Services.",
+    plural = "ipaddresspools",
+    shortname = "ipp",
+    category = "ferrolb",
+    status = "IPAddressPoolStatus",
+    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
+    printcolumn(
+        name = "Auto Assign",
+        type_ = "boolean",
+        json_path = ".spec.autoAssign"
+    ),
+    printcolumn(name = "Assigned", type_ = "string", json_path = ".status.assigned"),
+    printcolumn(name = "Available", type_ = "string", json_path = ".status.available"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAddressPoolSpec {
+    /// CIDRs (`192.0.2.0/24`, `2001:db8::/64`) and inclusive ranges (`192.0.2.10-192.0.2.20`)
+    /// of addresses to hand out, IPv4 and IPv6 may be mixed across entries.
+    #[schemars(schema_with = "addresses_schema")]
+    pub addresses: Vec<String>,
+
+    /// Whether Services that name no pool may get addresses from this one.
+    #[serde(default = "default_true")]
+    pub auto_assign: bool,
+
+    /// Skip addresses ending in `.0` and `.255`, which some old routers and clients mishandle.
+    #[serde(default, rename = "avoidBuggyIPs")]
+    pub avoid_buggy_ips: bool,
+
+    /// Which Services this pool serves, and in which order pools are tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_allocation: Option<ServiceAllocation>,
+}
+
+/// Restricts a pool to some Services and orders pools that could serve the same Service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAllocation {
+    /// Pools with a lower number are tried first; pools without a priority come last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub priority: Option<i32>,
+
+    /// Namespaces whose Services may use this pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "namespaces_schema")]
+    pub namespaces: Vec<String>,
+
+    /// Namespaces, by label, whose Services may use this pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::selector_list")]
+    pub namespace_selectors: Vec<LabelSelector>,
+
+    /// Services, by label, that may use this pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::selector_list")]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+/// What the controller reports about a pool.
+///
+/// `availableIPv6` saturates at `i64::MAX`: a /64 alone holds 2^64 addresses, more than an
+/// int64 (the widest integer Kubernetes schemas have) can count. The exact numbers, of any size,
+/// are in the `assigned` and `available` summaries, which are what `kubectl get` shows.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAddressPoolStatus {
+    /// IPv4 addresses of this pool held by Services.
+    #[serde(default)]
+    #[serde(rename = "assignedIPv4")]
+    pub assigned_ipv4: i64,
+    /// IPv6 addresses of this pool held by Services.
+    #[serde(default)]
+    #[serde(rename = "assignedIPv6")]
+    pub assigned_ipv6: i64,
+    /// IPv4 addresses of this pool still free.
+    #[serde(default)]
+    #[serde(rename = "availableIPv4")]
+    pub available_ipv4: i64,
+    /// IPv6 addresses of this pool still free, saturating at 9223372036854775807.
+    #[serde(default)]
+    #[serde(rename = "availableIPv6")]
+    pub available_ipv6: i64,
+    /// Human summary of assigned addresses, e.g. `3 IPv4, 1 IPv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<String>,
+    /// Human summary of free addresses with exact counts, e.g. `250 IPv4, 18446744073709551616 IPv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<String>,
+    /// Observations such as `Overlapping` (with another pool) or `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Address counts of one pool, exact, as the allocator knows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// IPv4 addresses held by Services.
+    pub assigned_v4: u128,
+    /// IPv6 addresses held by Services.
+    pub assigned_v6: u128,
+    /// IPv4 addresses still free.
+    pub available_v4: u128,
+    /// IPv6 addresses still free.
+    pub available_v6: u128,
+}
+
+impl IPAddressPoolStatus {
+    /// Sets the four counters (saturating at `i64::MAX`) and the exact summaries.
+    pub fn set_counts(&mut self, c: PoolCounts) {
+        let sat = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+        self.assigned_ipv4 = sat(c.assigned_v4);
+        self.assigned_ipv6 = sat(c.assigned_v6);
+        self.available_ipv4 = sat(c.available_v4);
+        self.available_ipv6 = sat(c.available_v6);
+        self.assigned = Some(summary(c.assigned_v4, c.assigned_v6));
+        self.available = Some(summary(c.available_v4, c.available_v6));
+    }
+}
+
+/// `3 IPv4, 1 IPv6`, leaving out a family the pool does not have.
+fn summary(v4: u128, v6: u128) -> String {
+    match (v4, v6) {
+        (0, 0) => "0".to_owned(),
+        (v4, 0) => format!("{v4} IPv4"),
+        (0, v6) => format!("{v6} IPv6"),
+        (v4, v6) => format!("{v4} IPv4, {v6} IPv6"),
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Longest accepted `addresses` entry: two IPv6 addresses and a dash, with room to spare.
+const MAX_ADDRESS_LEN: u64 = 100;
+
+/// CEL: `s` (an IP address expression known to be valid, no embedded IPv4 in IPv6) as a fixed
+/// width string (12 decimal digits or 32 hex digits) whose string order is the address order.
+///
+/// Kubernetes CEL has `ip()` but no ordering on IPs and no `cel.bind`, so the range order check
+/// pads each IPv4 octet to 3 digits and expands IPv6 `::` and each group to 4 hex digits.
+pub(crate) fn cel_sortable_ip(s: &str) -> String {
+    let groups = format!("{s}.lowerAscii().replace('::', ':z:').split(':').filter(g, g != '')");
+    let v6 = format!(
+        "{groups}.map(g, g == 'z' \
+         ? '00000000000000000000000000000000'.substring(0, 4 * (9 - size({inner}))) \
+         : ('000' + g).substring(size(g) - 1)).join('')",
+        inner = groups.replace("(g, g != '')", "(h, h != '')"),
+    );
+    let v4 = format!("{s}.split('.').map(o, ('00' + o).substring(size(o) - 1)).join('')");
+    format!("({s}.contains(':') ? {v6} : {v4})")
+}
+
+/// The CEL rules checked on each `addresses` entry.
+pub(crate) fn address_rules() -> Vec<serde_json::Value> {
+    let a = "self.split('-')[0]";
+    let b = "self.split('-')[1]";
+    let plain = |x: &str| format!("!({x}.contains('.') && {x}.contains(':'))");
+    let two_ips = format!("size(self.split('-')) == 2 && isIP({a}) && isIP({b})");
+    vec![
+        rule(
+            &format!(
+                "self.contains('-') ? ({two_ips} && {} && {}) : isCIDR(self)",
+                plain(a),
+                plain(b)
+            ),
+            "must be a CIDR (192.0.2.0/24, 2001:db8::/64) or a range of two IP addresses \
+             first-last (192.0.2.10-192.0.2.20), without spaces",
+        ),
+        rule(
+            "self.contains('-') || !isCIDR(self) || cidr(self) == cidr(self).masked()",
+            "CIDR has host bits set: write the network address, e.g. 192.0.2.0/24 not 192.0.2.1/24",
+        ),
+        rule(
+            &format!("!self.contains('-') || !({two_ips}) || ip({a}).family() == ip({b}).family()"),
+            "both ends of a range must be of the same IP family",
+        ),
+        rule(
+            &format!(
+                "!self.contains('-') || !({two_ips} && {} && {}) \
+                 || ip({a}).family() != ip({b}).family() || {} <= {}",
+                plain(a),
+                plain(b),
+                cel_sortable_ip(a),
+                cel_sortable_ip(b)
+            ),
+            "range is reversed: the first address must not be greater than the last",
+        ),
+    ]
+}
+
+fn addresses_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut s = schema::string_set(
+        schema::string(MAX_ADDRESS_LEN, &address_rules()),
+        schema::MAX_LIST,
+    );
+    s.insert("minItems".into(), 1.into());
+    s
+}
+
+fn namespaces_schema(_: &mut SchemaGenerator) -> Schema {
+    schema::string_set(
+        serde_json::json!({
+            "type": "string",
+            "maxLength": 63,
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        }),
+        schema::MAX_LIST,
+    )
+}
+
+/// `conditions` as a map keyed by `type`, so server-side apply merges them one by one.
+pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let item = generator.subschema_for::<Condition>();
+    let mut s = schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "maxItems": 16,
+    });
+    s.insert("items".into(), item.to_value());
+    s
+}
