@@ -153,39 +153,47 @@ fn default_true() -> bool {
     true
 }
 
-/// Longest accepted `addresses` entry: two IPv6 addresses and a dash, with room to spare.
-const MAX_ADDRESS_LEN: u64 = 100;
+/// Longest accepted `addresses` entry: two 39-character IPv6 addresses and a dash.
+const MAX_ADDRESS_LEN: u64 = 80;
 
-/// CEL: `s` (an IP address expression known to be valid, no embedded IPv4 in IPv6) as a fixed
-/// width string (12 decimal digits or 32 hex digits) whose string order is the address order.
+/// CEL: `a <= b` for two valid IP addresses of the same family.
 ///
-/// Kubernetes CEL has `ip()` but no ordering on IPs and no `cel.bind`, so the range order check
-/// pads each IPv4 octet to 3 digits and expands IPv6 `::` and each group to 4 hex digits.
-pub(crate) fn cel_sortable_ip(s: &str) -> String {
-    let groups = format!("{s}.lowerAscii().replace('::', ':z:').split(':').filter(g, g != '')");
+/// Kubernetes CEL (1.34) has `ip()` but no ordering on IPs, no `cel.bind`, and its cost
+/// estimator gives `join()` and `string(int)` unbounded cost, so:
+/// - IPv4: the four octets as one integer.
+/// - IPv6: `a < b` when, at some bit `p`, `a` is in `b`'s `/p` network but not in its
+///   `/p+1` network (they first differ at bit `p`) and bit `p` of `b` is set (its `/p+1`
+///   network address differs from its `/p` one). The prefix pairs are literals because
+///   computed strings have unknown size, which the cost estimator refuses.
+pub(crate) fn cel_ip_le(a: &str, b: &str) -> String {
+    let v4 = |x: &str| {
+        format!(
+            "(int({x}.split('.')[0]) * 16777216 + int({x}.split('.')[1]) * 65536 \
+             + int({x}.split('.')[2]) * 256 + int({x}.split('.')[3]))"
+        )
+    };
+    let prefixes = (0..128)
+        .map(|p| format!("'/{p} /{}'", p + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (p, p1) = ("q.split(' ')[0]", "q.split(' ')[1]");
     let v6 = format!(
-        "{groups}.map(g, g == 'z' \
-         ? '00000000000000000000000000000000'.substring(0, 4 * (9 - size({inner}))) \
-         : ('000' + g).substring(size(g) - 1)).join('')",
-        inner = groups.replace("(g, g != '')", "(h, h != '')"),
+        "ip({a}) == ip({b}) || [{prefixes}].exists(q, \
+         cidr({b} + {p}).masked().containsIP({a}) \
+         && !cidr({b} + {p1}).masked().containsIP({a}) \
+         && !(cidr({b} + {p1}).masked().ip() == cidr({b} + {p}).masked().ip()))"
     );
-    let v4 = format!("{s}.split('.').map(o, ('00' + o).substring(size(o) - 1)).join('')");
-    format!("({s}.contains(':') ? {v6} : {v4})")
+    format!("({a}.contains(':') ? ({v6}) : {} <= {})", v4(a), v4(b))
 }
 
 /// The CEL rules checked on each `addresses` entry.
 pub(crate) fn address_rules() -> Vec<serde_json::Value> {
     let a = "self.split('-')[0]";
     let b = "self.split('-')[1]";
-    let plain = |x: &str| format!("!({x}.contains('.') && {x}.contains(':'))");
     let two_ips = format!("size(self.split('-')) == 2 && isIP({a}) && isIP({b})");
     vec![
         rule(
-            &format!(
-                "self.contains('-') ? ({two_ips} && {} && {}) : isCIDR(self)",
-                plain(a),
-                plain(b)
-            ),
+            &format!("self.contains('-') ? ({two_ips}) : isCIDR(self)"),
             "must be a CIDR (192.0.2.0/24, 2001:db8::/64) or a range of two IP addresses \
              first-last (192.0.2.10-192.0.2.20), without spaces",
         ),
@@ -199,22 +207,22 @@ pub(crate) fn address_rules() -> Vec<serde_json::Value> {
         ),
         rule(
             &format!(
-                "!self.contains('-') || !({two_ips} && {} && {}) \
-                 || ip({a}).family() != ip({b}).family() || {} <= {}",
-                plain(a),
-                plain(b),
-                cel_sortable_ip(a),
-                cel_sortable_ip(b)
+                "!self.contains('-') || !({two_ips}) || ip({a}).family() != ip({b}).family() \
+                 || {}",
+                cel_ip_le(a, b)
             ),
             "range is reversed: the first address must not be greater than the last",
         ),
     ]
 }
 
+/// Most entries one pool may list; bounded so the range-order rule fits the CEL cost budget.
+const MAX_ADDRESSES: u64 = 32;
+
 fn addresses_schema(_: &mut SchemaGenerator) -> Schema {
     let mut s = schema::string_set(
         schema::string(MAX_ADDRESS_LEN, &address_rules()),
-        schema::MAX_LIST,
+        MAX_ADDRESSES,
     );
     s.insert("minItems".into(), 1.into());
     s
