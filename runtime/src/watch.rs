@@ -19,9 +19,10 @@ const MAX_REASON: usize = 240;
 
 /// Starts a reflector over `api`: returns the store and the future that keeps it filled.
 ///
-/// The future never ends on its own: watch errors are logged, counted, turn `gate` not
-/// ready and are retried with kube's default exponential backoff. `gate` turns ready once
-/// the initial list is in the store and again after each recovery. Drop the future to stop.
+/// The future never ends on its own: watch errors are logged, counted and retried with
+/// kube's default exponential backoff. `gate` turns ready once the initial list is in the
+/// store and stays ready; until then it carries the latest error as its reason. Drop the
+/// future to stop.
 pub fn reflect<K>(
     api: Api<K>,
     resource: &'static str,
@@ -33,48 +34,59 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    let reader = store.clone();
-    let driver = async move {
-        let stream = watcher(api)
-            // Nobody reads managedFields; dropping them roughly halves the cache's memory.
-            .modify(|obj| obj.managed_fields_mut().clear());
-        let mut stream = std::pin::pin!(reflector::reflector(writer, stream));
-        let mut failing = false;
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    metrics.watch_event(resource, event_kind(&event));
-                    match event {
-                        Event::InitDone => {
-                            info!(
-                                resource,
-                                objects = reader.state().len(),
-                                recovered = failing,
-                                "cache synced"
-                            );
-                            failing = false;
-                            gate.mark_ready();
-                        }
-                        Event::Apply(_) | Event::Delete(_) if failing => {
-                            info!(resource, "watch recovered");
-                            failing = false;
-                            gate.mark_ready();
-                        }
-                        Event::Init => debug!(resource, "listing"),
-                        _ => {}
+    // Nobody reads managedFields; dropping them roughly halves the cache's memory.
+    let events = watcher(api).modify(|obj| obj.managed_fields_mut().clear());
+    let driver = drive(
+        reflector::reflector(writer, events),
+        store.clone(),
+        resource,
+        gate,
+        metrics,
+    );
+    (store, driver)
+}
+
+/// Consumes reflected watch events, keeping `gate` and the metrics up to date.
+async fn drive<K, S>(
+    events: S,
+    store: Store<K>,
+    resource: &'static str,
+    gate: Gate,
+    metrics: Metrics,
+) where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+    S: futures::Stream<Item = Result<Event<K>, watcher::Error>>,
+{
+    let mut events = std::pin::pin!(events);
+    let mut synced = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                metrics.watch_event(resource, event_kind(&event));
+                match event {
+                    Event::InitDone => {
+                        info!(resource, objects = store.state().len(), "cache synced");
+                        synced = true;
+                        gate.mark_ready();
                     }
+                    Event::Init => debug!(resource, "listing"),
+                    _ => {}
                 }
-                Err(err) => {
-                    metrics.watch_error(resource);
-                    let reason = short(&format!("watch failing: {}", error_chain(&err)));
-                    warn!(resource, error = %reason, "watch error, retrying with backoff");
-                    failing = true;
+            }
+            Err(err) => {
+                metrics.watch_error(resource);
+                let reason = short(&format!("watch failing: {}", error_chain(&err)));
+                warn!(resource, error = %reason, "watch error, retrying with backoff");
+                // Once synced, the store keeps serving the last known state, which is what
+                // the daemon acts on anyway; and the watcher resumes a broken watch without
+                // emitting any event, so there would be no signal to turn ready again.
+                if !synced {
                     gate.mark_not_ready(reason);
                 }
             }
         }
-    };
-    (store, driver)
+    }
 }
 
 fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send
@@ -136,6 +148,82 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("wrapped: inner: connection refused")]
     struct Repeats(#[source] Inner);
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use crate::Readiness;
+
+    fn config_map(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("default".to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn gate_follows_the_first_sync_and_then_stays_ready() {
+        let readiness = Readiness::new();
+        let gate = readiness.gate("configmaps", "waiting for initial list");
+        let metrics = Metrics::new("test");
+        let (store, writer) = reflector::store::<ConfigMap>();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let driver = tokio::spawn(drive(
+            reflector::reflector(writer, rx),
+            store.clone(),
+            "configmaps",
+            gate,
+            metrics.clone(),
+        ));
+        let step = |event| {
+            tx.unbounded_send(event).unwrap();
+            async {
+                // The driver runs on this single-threaded test runtime; a few yields let it
+                // drain the channel through the reflector.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+
+        step(Err(watcher::Error::NoResourceVersion)).await;
+        let reason = readiness.status().unwrap_err();
+        assert!(
+            reason.starts_with("configmaps: watch failing: "),
+            "{reason}"
+        );
+
+        step(Ok(Event::Init)).await;
+        step(Ok(Event::InitApply(config_map("a")))).await;
+        assert!(!readiness.is_ready(), "ready before the list completed");
+        step(Ok(Event::InitDone)).await;
+        assert!(readiness.is_ready());
+        assert_eq!(store.state().len(), 1);
+
+        step(Err(watcher::Error::NoResourceVersion)).await;
+        assert!(
+            readiness.is_ready(),
+            "a later error must not flip readiness"
+        );
+
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("ferrolb_watch_errors_total{resource=\"configmaps\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ferrolb_watch_events_total{resource=\"configmaps\",event=\"init_done\"} 1"
+            ),
+            "{text}"
+        );
+        drop(tx);
+        driver.await.unwrap();
+    }
 
     #[test]
     fn chain_joins_sources_once() {
