@@ -18,9 +18,9 @@ use crate::schema::{self, rule};
     plural = "bgppeers",
     shortname = "bgpp",
     category = "ferrolb",
-    printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
-    printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.peerASN"),
-    printcolumn(name = "My ASN", type_ = "integer", json_path = ".spec.myASN"),
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.peerASN"}"#,
+    printcolumn = r#"{"name":"My ASN","type":"integer","jsonPath":".spec.myASN"}"#,
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -158,8 +158,8 @@ const KEEPALIVE_BELOW_HOLD: &str = concat!(
     plural = "bgpadvertisements",
     shortname = "bgpadv",
     category = "ferrolb",
-    printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
-    printcolumn(name = "Peers", type_ = "string", json_path = ".spec.peers"),
+    printcolumn = r#"{"name":"Pools","type":"string","jsonPath":".spec.ipAddressPools"}"#,
+    printcolumn = r#"{"name":"Peers","type":"string","jsonPath":".spec.peers"}"#,
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -19,8 +19,8 @@ use crate::schema::{self, rule};
     plural = "l2advertisements",
     shortname = "l2adv",
     category = "ferrolb",
-    printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
-    printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
+    printcolumn = r#"{"name":"Pools","type":"string","jsonPath":".spec.ipAddressPools"}"#,
+    printcolumn = r#"{"name":"Interfaces","type":"string","jsonPath":".spec.interfaces"}"#,
     printcolumn(
         name = "Age",
         type_ = "date",

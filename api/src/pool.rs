@@ -18,14 +18,14 @@ use crate::schema::{self, rule};
     shortname = "ipp",
     category = "ferrolb",
     status = "IPAddressPoolStatus",
-    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
+    printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
     printcolumn(
         name = "Auto Assign",
         type_ = "boolean",
         json_path = ".spec.autoAssign"
     ),
-    printcolumn(name = "Assigned", type_ = "string", json_path = ".status.assigned"),
-    printcolumn(name = "Available", type_ = "string", json_path = ".status.available"),
+    printcolumn = r#"{"name":"Assigned","type":"string","jsonPath":".status.assigned"}"#,
+    printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.available"}"#,
     printcolumn(
         name = "Age",
         type_ = "date",
