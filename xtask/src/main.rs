@@ -1,1 +1,52 @@
-fn main() {}
+//! Developer workflows: `cargo xtask <command>`.
+
+mod controlplane;
+mod r#gen; // `gen` is a reserved keyword in edition 2024
+mod run;
+mod test;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// FerroLB developer tasks.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Regenerate the CRD YAML in charts/ferrolb/crds/ from the ferrolb-api types.
+    Gen,
+    /// Build, start, stop or inspect the lab's Kubernetes control plane.
+    Controlplane {
+        #[command(subcommand)]
+        action: controlplane::Action,
+    },
+    /// The test command: build everything, start the control plane, run every test.
+    Test(test::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = repo_root();
+    match Cli::parse().command {
+        Command::Gen => r#gen::run(&root),
+        Command::Controlplane { action } => controlplane::run(&root, action),
+        Command::Test(args) => test::run(&root, args),
+    }
+}
+
+/// The repository root: xtask lives one level below it.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// Where the lab keeps its state: `target/lab` (kubeconfig, control plane data, logs).
+fn lab_dir(root: &Path) -> PathBuf {
+    root.join("target").join("lab")
+}

@@ -1,0 +1,60 @@
+//! `cargo xtask test`: the one command that builds and tests everything,
+//! including the end-to-end tests against the real control plane.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::{controlplane, run};
+
+/// Options of the test command.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Leave the control plane running afterwards (it is always left running if it already was).
+    #[arg(long)]
+    keep: bool,
+    /// Only unit and property tests: no control plane, nothing that needs root.
+    #[arg(long)]
+    unit: bool,
+    /// Passed to the test binaries (a name filter, `--nocapture`, ...).
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds everything, starts the control plane unless `--unit`, and runs every test.
+pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // The end-to-end tests run the daemons' binaries, so build those as well as the tests.
+    run::status(
+        cargo()
+            .current_dir(root)
+            .args(["build", "--workspace", "--bins", "--tests"]),
+    )?;
+    eprintln!("built in {:.0?}", started.elapsed());
+
+    let mut test = cargo();
+    test.current_dir(root)
+        .args(["test", "--workspace", "--no-fail-fast", "--"]);
+    if args.unit {
+        test.args(&args.test_args);
+        return run::status(&mut test);
+    }
+
+    let cp = controlplane::up(root)?;
+    test.arg("--include-ignored")
+        .args(&args.test_args)
+        .env("FERROLB_KUBECONFIG", controlplane::kubeconfig(root));
+    let result = run::status(&mut test);
+    if cp == controlplane::Started::Now
+        && !args.keep
+        && let Err(e) = controlplane::down(root)
+    {
+        eprintln!("stopping the control plane: {e:#}");
+    }
+    eprintln!("test command finished in {:.0?}", started.elapsed());
+    result
+}
