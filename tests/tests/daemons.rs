@@ -303,7 +303,7 @@ fn lab_kubeconfig() -> PathBuf {
 fn scratch_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-daemons");
     fs::create_dir_all(&dir).expect("creating target/e2e-daemons");
-    dir
+    dir.canonicalize().expect("canonical target/e2e-daemons")
 }
 
 /// A kubeconfig whose API server is a loopback port nobody listens on.
