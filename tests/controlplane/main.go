@@ -29,12 +29,20 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/component-base/cli"
+	kubectl "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcm "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
 func main() {
+	// Called through a symlink named kubectl, it is kubectl at the control
+	// plane's own version: the lab needs no kubectl from elsewhere.
+	if filepath.Base(os.Args[0]) == "kubectl" {
+		runKubectl(os.Args[1:])
+	}
 	if len(os.Args) < 2 {
 		usage()
 	}
@@ -45,6 +53,8 @@ func main() {
 		runComponent(kcm.NewControllerManagerCommand())
 	case "kube-scheduler":
 		runComponent(scheduler.NewSchedulerCommand())
+	case "kubectl":
+		runKubectl(os.Args[2:])
 	case "up":
 		if err := up(os.Args[2:]); err != nil {
 			fmt.Fprintf(os.Stderr, "ferrolb-controlplane: %v\n", err)
@@ -58,7 +68,17 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: ferrolb-controlplane up --dir DIR [--bind-address IP] [--port N]")
 	fmt.Fprintln(os.Stderr, "       ferrolb-controlplane kube-apiserver|kube-controller-manager|kube-scheduler [flags]")
+	fmt.Fprintln(os.Stderr, "       ferrolb-controlplane kubectl [args] (or through a symlink named kubectl)")
 	os.Exit(2)
+}
+
+func runKubectl(args []string) {
+	os.Args = append([]string{"kubectl"}, args...)
+	command := kubectl.NewDefaultKubectlCommand()
+	if err := cli.RunNoErrOutput(command); err != nil {
+		kubectlutil.CheckErr(err)
+	}
+	os.Exit(0)
 }
 
 type cobraLike interface {

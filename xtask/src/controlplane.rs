@@ -227,7 +227,8 @@ fn splice_generated(gomod: &str, lines: &[String]) -> anyhow::Result<String> {
         .find(GEN_END)
         .map(|i| begin + i)
         .context("go.mod lacks the generated-block end marker")?;
-    let block = format!("{GEN_BEGIN}\nreplace (\n{}\n)\n", lines.join("\n"));
+    // `go mod tidy` formats the file with a blank line before the end marker.
+    let block = format!("{GEN_BEGIN}\nreplace (\n{}\n)\n\n", lines.join("\n"));
     Ok(format!("{}{block}{}", &gomod[..begin], &gomod[end..]))
 }
 
@@ -241,8 +242,25 @@ fn cache_dir() -> PathBuf {
     base.join("ferrolb").join("controlplane")
 }
 
-/// Builds the control plane if this version and source have not been built yet.
+/// `target/lab/bin/kubectl`: the control plane binary acting as kubectl of the same version.
+pub fn kubectl(root: &Path) -> PathBuf {
+    crate::lab_dir(root).join("bin").join("kubectl")
+}
+
+/// Builds the control plane if needed and points `target/lab/bin/kubectl` at it.
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    let bin = build_binary(root)?;
+    let link = kubectl(root);
+    fs::create_dir_all(link.parent().expect("kubectl has a parent directory"))?;
+    if fs::read_link(&link).ok().as_deref() != Some(bin.as_path()) {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&bin, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    Ok(bin)
+}
+
+fn build_binary(root: &Path) -> anyhow::Result<PathBuf> {
     let src = source_dir(root);
     let version = pinned_version(root)?;
     let go_version = run::output(go().arg("version"))?;
@@ -337,6 +355,7 @@ pub fn up(root: &Path) -> anyhow::Result<Started> {
     if let Some(pid) = state.running_pid() {
         if state.ready_file().exists() {
             eprintln!("control plane already running (pid {pid})");
+            build(root)?;
             fs::copy(state.dir.join("admin.kubeconfig"), kubeconfig(root))?;
             return Ok(Started::AlreadyRunning);
         }
@@ -482,13 +501,13 @@ mod tests {
     #[test]
     fn splicing_replaces_only_the_generated_block() {
         let gomod = format!(
-            "module m\n\n{GEN_BEGIN}\nreplace (\n\told => old v0.0.1\n)\n{GEN_END}\n\nrequire x v1\n"
+            "module m\n\n{GEN_BEGIN}\nreplace (\n\told => old v0.0.1\n)\n\n{GEN_END}\n\nrequire x v1\n"
         );
         let out = splice_generated(&gomod, &["\tnew => new v0.1.0".to_string()]).unwrap();
         assert_eq!(
             out,
             format!(
-                "module m\n\n{GEN_BEGIN}\nreplace (\n\tnew => new v0.1.0\n)\n{GEN_END}\n\nrequire x v1\n"
+                "module m\n\n{GEN_BEGIN}\nreplace (\n\tnew => new v0.1.0\n)\n\n{GEN_END}\n\nrequire x v1\n"
             )
         );
         assert_eq!(

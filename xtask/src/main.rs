@@ -2,6 +2,7 @@
 
 mod controlplane;
 mod r#gen; // `gen` is a reserved keyword in edition 2024
+mod lab;
 mod run;
 mod test;
 
@@ -25,6 +26,11 @@ enum Command {
         #[command(subcommand)]
         action: controlplane::Action,
     },
+    /// Bring the lab (a cluster of network namespaces and process kubelets) up or down.
+    Lab {
+        #[command(subcommand)]
+        action: lab::Action,
+    },
     /// The test command: build everything, start the control plane, run every test.
     Test(test::Args),
 }
@@ -34,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gen => r#gen::run(&root),
         Command::Controlplane { action } => controlplane::run(&root, action),
+        Command::Lab { action } => lab::run(&root, action),
         Command::Test(args) => test::run(&root, args),
     }
 }
