@@ -1,1 +1,2 @@
 //! FerroLB's pure core: allocation, election, planning and wire codecs, without I/O.
+pub mod bgp;

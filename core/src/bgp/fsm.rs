@@ -1,0 +1,1 @@
+//! The RFC 4271 session state machine, sans-IO.
