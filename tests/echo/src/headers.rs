@@ -41,10 +41,11 @@ pub fn echo_headers(headers: &HeaderMap, join_cookies: bool) -> BTreeMap<String,
             .or_default()
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
-    if join_cookies && let Some(cookies) = out.get_mut("Cookie") {
-        if cookies.len() > 1 {
-            *cookies = vec![cookies.join("; ")];
-        }
+    if join_cookies
+        && let Some(cookies) = out.get_mut("Cookie")
+        && cookies.len() > 1
+    {
+        *cookies = vec![cookies.join("; ")];
     }
     out
 }
