@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{controlplane, run};
+use crate::{controlplane, lab, run};
 
 /// Options of the test command.
 #[derive(Debug, clap::Args)]
@@ -44,16 +44,28 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         return run::status(&mut test);
     }
 
-    let cp = controlplane::up(root)?;
+    // As root the whole lab comes up (nodes, kubelets, client, router); without
+    // root only the control plane, and the tests that need the lab say so.
+    let as_root = run::is_root();
+    let cp = if as_root {
+        lab::up(root, 3)?;
+        controlplane::Started::Now
+    } else {
+        controlplane::up(root)?
+    };
     test.arg("--include-ignored")
         .args(&args.test_args)
         .env("FERROLB_KUBECONFIG", controlplane::kubeconfig(root));
     let result = run::status(&mut test);
-    if cp == controlplane::Started::Now
-        && !args.keep
-        && let Err(e) = controlplane::down(root)
-    {
-        eprintln!("stopping the control plane: {e:#}");
+    if cp == controlplane::Started::Now && !args.keep {
+        let down = if as_root {
+            lab::down(root)
+        } else {
+            controlplane::down(root)
+        };
+        if let Err(e) = down {
+            eprintln!("taking the lab down: {e:#}");
+        }
     }
     eprintln!("test command finished in {:.0?}", started.elapsed());
     result
