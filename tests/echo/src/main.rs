@@ -49,7 +49,9 @@ enum Mode {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Port to listen on; repeat (or comma-separate) for several. Default 3000.
+    /// Port to listen on; repeat (or comma-separate) for several. Default: 3000 (tcp, udp);
+    /// for http, as echo-basic, $HTTP_PORT (3000) and $H2C_PORT (3001), both serving
+    /// HTTP/1.1 and h2c.
     #[arg(long = "port", short = 'p', value_delimiter = ',')]
     ports: Vec<u16>,
     /// Address to listen on; repeatable. Default: all addresses, IPv4 and IPv6 (dual-stack).
@@ -61,11 +63,11 @@ struct Common {
 }
 
 impl Common {
-    fn spec(&self) -> BindSpec {
+    fn spec(&self, defaults: Vec<u16>) -> BindSpec {
         BindSpec {
             addrs: self.binds.clone(),
             ports: if self.ports.is_empty() {
-                vec![3000]
+                defaults
             } else {
                 self.ports.clone()
             },
@@ -74,6 +76,27 @@ impl Common {
     fn grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+}
+
+/// echo-basic's ports when the container declares none: `$HTTP_PORT` (3000) for HTTP/1.1 and
+/// `$H2C_PORT` (3001) for h2c. The Gateway API conformance backends declare no `containerPort`
+/// and their Services target both. Here both ports serve both protocols.
+fn http_default_ports() -> anyhow::Result<Vec<u16>> {
+    let port = |name: &str, default: u16| -> anyhow::Result<u16> {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a port")),
+            _ => Ok(default),
+        }
+    };
+    let (http, h2c) = (port("HTTP_PORT", 3000)?, port("H2C_PORT", 3001)?);
+    // The same port twice is one listener; port 0 twice is two ephemeral ones.
+    Ok(if http == h2c && http != 0 {
+        vec![http]
+    } else {
+        vec![http, h2c]
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -111,7 +134,8 @@ async fn main() -> anyhow::Result<()> {
     };
     match cli.mode {
         Mode::Http { common, delay_ms } => {
-            let listeners = bind_tcp(&common.spec()).context("binding HTTP listeners")?;
+            let listeners =
+                bind_tcp(&common.spec(http_default_ports()?)).context("binding HTTP listeners")?;
             tracing::info!(mode = "http", pod = %identity.pod, namespace = %identity.namespace, node = %identity.node, "starting");
             let opts = http::HttpOptions {
                 identity,
@@ -121,12 +145,12 @@ async fn main() -> anyhow::Result<()> {
             http::serve(listeners, opts, shutdown).await;
         }
         Mode::Tcp { common } => {
-            let listeners = bind_tcp(&common.spec()).context("binding TCP listeners")?;
+            let listeners = bind_tcp(&common.spec(vec![3000])).context("binding TCP listeners")?;
             tracing::info!(mode = "tcp", pod = %identity.pod, "starting");
             tcp::serve(listeners, common.grace(), shutdown).await;
         }
         Mode::Udp { common, prefix_pod } => {
-            let sockets = bind_udp(&common.spec()).context("binding UDP sockets")?;
+            let sockets = bind_udp(&common.spec(vec![3000])).context("binding UDP sockets")?;
             tracing::info!(mode = "udp", pod = %identity.pod, "starting");
             let prefix = prefix_pod.then(|| identity.display_name());
             udp::serve(sockets, prefix, shutdown).await;

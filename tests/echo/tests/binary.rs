@@ -34,6 +34,21 @@ async fn http_reads_identity_from_env_on_every_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_without_ports_uses_echo_basic_env_ports() {
+    // No --port: echo-basic's HTTP_PORT and H2C_PORT (3000 and 3001 when unset).
+    let p = Proc::start(
+        &["http", "--bind", "127.0.0.1"],
+        &[("HTTP_PORT", "0"), ("H2C_PORT", "0"), ("POD_NAME", "e")],
+        2,
+    );
+    for addr in &p.addrs {
+        for h2 in [false, true] {
+            assert_eq!(get(*addr, "/", h2, &[]).await.json()["pod"], "e");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_sigterm_drains_in_flight_request_then_exits_0() {
     let mut p = Proc::start(
         &[
