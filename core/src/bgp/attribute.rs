@@ -1,7 +1,7 @@
 //! Path attributes (RFC 4271 §4.3, §5) and their RFC 7606 error handling.
 
-use super::notification::{Notification, UpdateMessageError};
 use super::nlri::{self, Afi, PrefixError, Safi};
+use super::notification::{Notification, UpdateMessageError};
 use super::{AS_TRANS, AsWidth, DecodeContext, EncodeContext, PeerKind, Reader, wire_enum};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::fmt;
@@ -124,7 +124,12 @@ impl AsPath {
         if asns.is_empty() {
             return Self::default();
         }
-        Self { segments: vec![AsSegment { kind: SegmentType::AsSequence, asns }] }
+        Self {
+            segments: vec![AsSegment {
+                kind: SegmentType::AsSequence,
+                asns,
+            }],
+        }
     }
 
     /// Path length for route selection (RFC 4271 §9.1.2.2: a set counts as one, confederation
@@ -143,12 +148,17 @@ impl AsPath {
     /// The neighbouring AS: the first ASN of a leading AS_SEQUENCE.
     pub fn first_as(&self) -> Option<u32> {
         let first = self.segments.first()?;
-        (first.kind == SegmentType::AsSequence).then(|| first.asns.first().copied()).flatten()
+        (first.kind == SegmentType::AsSequence)
+            .then(|| first.asns.first().copied())
+            .flatten()
     }
 
     /// Whether any ASN needs 4 octets, so a 2-octet peer also needs AS4_PATH.
     pub fn needs_four_octets(&self) -> bool {
-        self.segments.iter().flat_map(|s| &s.asns).any(|&a| a > u32::from(u16::MAX))
+        self.segments
+            .iter()
+            .flat_map(|s| &s.asns)
+            .any(|&a| a > u32::from(u16::MAX))
     }
 
     fn encode(&self, width: AsWidth, out: &mut Vec<u8>) {
@@ -248,10 +258,10 @@ impl Community {
             Self::BLACKHOLE,
             Self::GRACEFUL_SHUTDOWN,
         ];
-        if let Some(c) = known
-            .into_iter()
-            .find(|c| c.well_known_name().is_some_and(|n| n.eq_ignore_ascii_case(s)))
-        {
+        if let Some(c) = known.into_iter().find(|c| {
+            c.well_known_name()
+                .is_some_and(|n| n.eq_ignore_ascii_case(s))
+        }) {
             return Some(c);
         }
         let (a, v) = s.split_once(':')?;
@@ -416,8 +426,18 @@ pub struct AttributeProblem {
 }
 
 impl AttributeProblem {
-    pub(crate) fn new(type_code: u8, action: ErrorAction, subcode: UpdateMessageError, data: &[u8]) -> Self {
-        Self { type_code, action, subcode, data: data.to_vec() }
+    pub(crate) fn new(
+        type_code: u8,
+        action: ErrorAction,
+        subcode: UpdateMessageError,
+        data: &[u8],
+    ) -> Self {
+        Self {
+            type_code,
+            action,
+            subcode,
+            data: data.to_vec(),
+        }
     }
 
     /// The NOTIFICATION RFC 4271 would send for this problem.
@@ -428,7 +448,13 @@ impl AttributeProblem {
 
 impl fmt::Display for AttributeProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attribute {}: {} ({:?})", self.type_code, self.subcode.name(), self.action)
+        write!(
+            f,
+            "attribute {}: {} ({:?})",
+            self.type_code,
+            self.subcode.name(),
+            self.action
+        )
     }
 }
 
@@ -512,9 +538,8 @@ impl PathAttribute {
             Self::Aggregator(a) => {
                 match ctx.as_width {
                     AsWidth::Four => out.extend_from_slice(&a.asn.to_be_bytes()),
-                    AsWidth::Two => out.extend_from_slice(
-                        &u16::try_from(a.asn).unwrap_or(AS_TRANS).to_be_bytes(),
-                    ),
+                    AsWidth::Two => out
+                        .extend_from_slice(&u16::try_from(a.asn).unwrap_or(AS_TRANS).to_be_bytes()),
                 }
                 out.extend_from_slice(&a.address.octets());
             }
@@ -522,7 +547,9 @@ impl PathAttribute {
                 out.extend_from_slice(&a.asn.to_be_bytes());
                 out.extend_from_slice(&a.address.octets());
             }
-            Self::Communities(cs) => cs.iter().for_each(|c| out.extend_from_slice(&c.0.to_be_bytes())),
+            Self::Communities(cs) => cs
+                .iter()
+                .for_each(|c| out.extend_from_slice(&c.0.to_be_bytes())),
             Self::LargeCommunities(cs) => {
                 for c in cs {
                     out.extend_from_slice(&c.global_admin.to_be_bytes());
@@ -556,14 +583,24 @@ impl PathAttribute {
                     raw,
                 ));
             }
-            return Ok(Self::Unknown(UnknownAttribute { flags, type_code, value: value.to_vec() }));
+            return Ok(Self::Unknown(UnknownAttribute {
+                flags,
+                type_code,
+                value: value.to_vec(),
+            }));
         };
         let problem = |subcode| AttributeProblem::new(type_code, action, subcode, raw);
         if flags.category() != expected.category() {
             return Err(problem(E::AttributeFlagsError));
         }
         let mut r = Reader::new(value);
-        let exact = |len: usize| if value.len() == len { Ok(()) } else { Err(problem(E::AttributeLengthError)) };
+        let exact = |len: usize| {
+            if value.len() == len {
+                Ok(())
+            } else {
+                Err(problem(E::AttributeLengthError))
+            }
+        };
         let attr = match type_code {
             code::ORIGIN => {
                 exact(1)?;
@@ -616,16 +653,21 @@ impl PathAttribute {
                         r.u32()
                     }
                 };
-                let agg = asn.zip(r.ipv4()).map(|(asn, address)| Aggregator { asn, address });
+                let agg = asn
+                    .zip(r.ipv4())
+                    .map(|(asn, address)| Aggregator { asn, address });
                 Self::Aggregator(agg.ok_or_else(|| problem(E::AttributeLengthError))?)
             }
             code::AS4_AGGREGATOR => {
                 exact(8)?;
-                let agg = r.u32().zip(r.ipv4()).map(|(asn, address)| Aggregator { asn, address });
+                let agg = r
+                    .u32()
+                    .zip(r.ipv4())
+                    .map(|(asn, address)| Aggregator { asn, address });
                 Self::As4Aggregator(agg.ok_or_else(|| problem(E::AttributeLengthError))?)
             }
             code::COMMUNITIES => {
-                if value.is_empty() || value.len() % 4 != 0 {
+                if value.is_empty() || !value.len().is_multiple_of(4) {
                     return Err(problem(E::AttributeLengthError));
                 }
                 let mut cs = Vec::with_capacity(value.len() / 4);
@@ -635,12 +677,18 @@ impl PathAttribute {
                 Self::Communities(cs)
             }
             code::LARGE_COMMUNITIES => {
-                if value.is_empty() || value.len() % 12 != 0 {
+                if value.is_empty() || !value.len().is_multiple_of(12) {
                     return Err(problem(E::AttributeLengthError));
                 }
                 let mut cs = Vec::with_capacity(value.len() / 12);
-                while let (Some(global_admin), Some(local1), Some(local2)) = (r.u32(), r.u32(), r.u32()) {
-                    cs.push(LargeCommunity { global_admin, local1, local2 });
+                while let (Some(global_admin), Some(local1), Some(local2)) =
+                    (r.u32(), r.u32(), r.u32())
+                {
+                    cs.push(LargeCommunity {
+                        global_admin,
+                        local1,
+                        local2,
+                    });
                 }
                 Self::LargeCommunities(cs)
             }
@@ -650,7 +698,11 @@ impl PathAttribute {
             code::MP_REACH_NLRI => Self::MpReach(decode_mp_reach(value).map_err(problem)?),
             code::MP_UNREACH_NLRI => Self::MpUnreach(decode_mp_unreach(value).map_err(problem)?),
             // `rules` knows no other codes; keeping the value is the harmless answer regardless.
-            _ => Self::Unknown(UnknownAttribute { flags, type_code, value: value.to_vec() }),
+            _ => Self::Unknown(UnknownAttribute {
+                flags,
+                type_code,
+                value: value.to_vec(),
+            }),
         };
         Ok(attr)
     }
@@ -658,7 +710,9 @@ impl PathAttribute {
 
 fn prefix_problem(e: PrefixError) -> UpdateMessageError {
     match e {
-        PrefixError::LengthTooLong(_) | PrefixError::Truncated => UpdateMessageError::InvalidNetworkField,
+        PrefixError::LengthTooLong(_) | PrefixError::Truncated => {
+            UpdateMessageError::InvalidNetworkField
+        }
     }
 }
 
@@ -677,7 +731,11 @@ fn encode_mp_reach(mp: &MpReach, out: &mut Vec<u8>) {
             out.push(0); // reserved
             nlri::encode_ipv4_prefixes(nlri, out);
         }
-        MpReach::Ipv6Unicast { next_hop, link_local, nlri } => {
+        MpReach::Ipv6Unicast {
+            next_hop,
+            link_local,
+            nlri,
+        } => {
             out.push(if link_local.is_some() { 32 } else { 16 });
             out.extend_from_slice(&next_hop.octets());
             if let Some(ll) = link_local {
@@ -719,14 +777,23 @@ fn decode_mp_reach(value: &[u8]) -> Result<MpReach, UpdateMessageError> {
                 return Err(bad);
             }
             let next_hop = nh.ipv6().ok_or(bad)?;
-            let link_local = if nh_len == 32 { Some(nh.ipv6().ok_or(bad)?) } else { None };
+            let link_local = if nh_len == 32 {
+                Some(nh.ipv6().ok_or(bad)?)
+            } else {
+                None
+            };
             MpReach::Ipv6Unicast {
                 next_hop,
                 link_local,
                 nlri: nlri::decode_ipv6_prefixes(nlri).map_err(prefix_problem)?,
             }
         }
-        _ => MpReach::Other { afi, safi, next_hop: nh.rest().to_vec(), nlri: nlri.to_vec() },
+        _ => MpReach::Other {
+            afi,
+            safi,
+            next_hop: nh.rest().to_vec(),
+            nlri: nlri.to_vec(),
+        },
     })
 }
 
@@ -742,7 +809,11 @@ fn encode_mp_unreach(mp: &MpUnreach, out: &mut Vec<u8>) {
             out.push(Safi::Unicast.into());
             nlri::encode_ipv6_prefixes(w, out);
         }
-        MpUnreach::Other { afi, safi, withdrawn } => {
+        MpUnreach::Other {
+            afi,
+            safi,
+            withdrawn,
+        } => {
             out.extend_from_slice(&u16::from(*afi).to_be_bytes());
             out.push((*safi).into());
             out.extend_from_slice(withdrawn);
@@ -763,6 +834,10 @@ fn decode_mp_unreach(value: &[u8]) -> Result<MpUnreach, UpdateMessageError> {
         (Afi::Ipv6, Safi::Unicast) => {
             MpUnreach::Ipv6Unicast(nlri::decode_ipv6_prefixes(rest).map_err(prefix_problem)?)
         }
-        _ => MpUnreach::Other { afi, safi, withdrawn: rest.to_vec() },
+        _ => MpUnreach::Other {
+            afi,
+            safi,
+            withdrawn: rest.to_vec(),
+        },
     })
 }

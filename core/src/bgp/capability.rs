@@ -1,8 +1,8 @@
 //! OPEN capabilities (RFC 5492): multiprotocol, route refresh, graceful restart, 4-octet ASN.
 
-use super::notification::{Notification, OpenMessageError};
-use super::nlri::{Afi, Family, Safi};
 use super::Reader;
+use super::nlri::{Afi, Family, Safi};
+use super::notification::{Notification, OpenMessageError};
 
 /// Capability codes (IANA).
 const MULTIPROTOCOL: u8 = 1;
@@ -101,7 +101,10 @@ pub struct GracefulRestartFamily {
 impl Capability {
     /// Multiprotocol capability for one of our families.
     pub fn multiprotocol(family: Family) -> Self {
-        Self::Multiprotocol { afi: family.afi(), safi: family.safi() }
+        Self::Multiprotocol {
+            afi: family.afi(),
+            safi: family.safi(),
+        }
     }
 
     /// Appends code, length and value.
@@ -191,7 +194,11 @@ impl Capability {
                     } else {
                         ForwardingState::NotPreserved
                     };
-                    families.push(GracefulRestartFamily { afi, safi, forwarding });
+                    families.push(GracefulRestartFamily {
+                        afi,
+                        safi,
+                        forwarding,
+                    });
                 }
                 Self::GracefulRestart(GracefulRestart {
                     restart_state: if word & GR_RESTART_STATE != 0 {
@@ -209,7 +216,12 @@ impl Capability {
                 })
             }
             FOUR_OCTET_AS => Self::FourOctetAs(r.u32()?),
-            _ => return Some(Self::Unknown { code, value: value.to_vec() }),
+            _ => {
+                return Some(Self::Unknown {
+                    code,
+                    value: value.to_vec(),
+                });
+            }
         };
         // Known capabilities have exact lengths; trailing bytes mean the peer and we disagree
         // about the layout, so refuse rather than guess.

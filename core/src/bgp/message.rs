@@ -2,12 +2,13 @@
 //! (RFC 4271 §4, RFC 2918, RFC 7313, RFC 9072).
 
 use super::capability::Capability;
-use super::notification::{
-    MessageHeaderError, Notification, OpenMessageError, RouteRefreshError,
-};
 use super::nlri::{Afi, Family, Safi};
+use super::notification::{MessageHeaderError, Notification, OpenMessageError, RouteRefreshError};
 use super::update::{TreatAsWithdraw, Update, UpdateOutcome};
-use super::{AS_TRANS, BGP_VERSION, DecodeContext, EncodeContext, HEADER_LEN, MAX_MESSAGE_LEN, Reader, wire_enum};
+use super::{
+    AS_TRANS, BGP_VERSION, DecodeContext, EncodeContext, HEADER_LEN, MAX_MESSAGE_LEN, Reader,
+    wire_enum,
+};
 use std::net::Ipv4Addr;
 
 wire_enum! {
@@ -53,12 +54,16 @@ impl Header {
         let too_short = || Notification::header(MessageHeaderError::BadMessageLength, Vec::new());
         let marker = r.take(16).ok_or_else(too_short)?;
         if marker.iter().any(|&b| b != 0xFF) {
-            return Err(Notification::header(MessageHeaderError::ConnectionNotSynchronized, Vec::new()));
+            return Err(Notification::header(
+                MessageHeaderError::ConnectionNotSynchronized,
+                Vec::new(),
+            ));
         }
         let length = r.u16().ok_or_else(too_short)?;
         let kind = MessageType::from(r.u8().ok_or_else(too_short)?);
         let len = usize::from(length);
-        let bad_len = || Notification::header(MessageHeaderError::BadMessageLength, length.to_be_bytes());
+        let bad_len =
+            || Notification::header(MessageHeaderError::BadMessageLength, length.to_be_bytes());
         if !(HEADER_LEN..=MAX_MESSAGE_LEN).contains(&len) {
             return Err(bad_len());
         }
@@ -70,7 +75,10 @@ impl Header {
             // Checked by the ROUTE-REFRESH decoder, which has its own error code (RFC 7313).
             MessageType::RouteRefresh => true,
             MessageType::Other(t) => {
-                return Err(Notification::header(MessageHeaderError::BadMessageType, [t]));
+                return Err(Notification::header(
+                    MessageHeaderError::BadMessageType,
+                    [t],
+                ));
             }
         };
         if !fits {
@@ -86,7 +94,10 @@ pub fn frame(buf: &[u8]) -> Result<Option<usize>, Notification> {
     if buf.len() < HEADER_LEN {
         // Reject a bad marker early so a desynchronised stream fails before 19 bytes arrive.
         if buf.iter().take(16).any(|&b| b != 0xFF) {
-            return Err(Notification::header(MessageHeaderError::ConnectionNotSynchronized, Vec::new()));
+            return Err(Notification::header(
+                MessageHeaderError::ConnectionNotSynchronized,
+                Vec::new(),
+            ));
         }
         return Ok(None);
     }
@@ -112,8 +123,16 @@ pub struct Open {
 
 impl Open {
     /// An OPEN for `asn`, adding the 4-octet ASN capability (always: RFC 6793 speakers must).
-    pub fn new(asn: u32, hold_time: u16, bgp_id: Ipv4Addr, mut capabilities: Vec<Capability>) -> Self {
-        if !capabilities.iter().any(|c| matches!(c, Capability::FourOctetAs(_))) {
+    pub fn new(
+        asn: u32,
+        hold_time: u16,
+        bgp_id: Ipv4Addr,
+        mut capabilities: Vec<Capability>,
+    ) -> Self {
+        if !capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::FourOctetAs(_)))
+        {
             capabilities.push(Capability::FourOctetAs(asn));
         }
         Self {
@@ -187,7 +206,11 @@ impl Open {
             }
             out.push(255);
             out.push(PARAM_EXTENDED);
-            out.extend_from_slice(&u16::try_from(params.len()).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(
+                &u16::try_from(params.len())
+                    .unwrap_or(u16::MAX)
+                    .to_be_bytes(),
+            );
         }
         out.extend_from_slice(&params);
     }
@@ -198,16 +221,25 @@ impl Open {
         let version = r.u8().ok_or_else(malformed)?;
         if version != BGP_VERSION {
             // The data is the largest version we support (RFC 4271 §6.2).
-            return Err(Notification::open(OpenMessageError::UnsupportedVersionNumber, [0, BGP_VERSION]));
+            return Err(Notification::open(
+                OpenMessageError::UnsupportedVersionNumber,
+                [0, BGP_VERSION],
+            ));
         }
         let my_as = r.u16().ok_or_else(malformed)?;
         let hold_time = r.u16().ok_or_else(malformed)?;
         if hold_time == 1 || hold_time == 2 {
-            return Err(Notification::open(OpenMessageError::UnacceptableHoldTime, Vec::new()));
+            return Err(Notification::open(
+                OpenMessageError::UnacceptableHoldTime,
+                Vec::new(),
+            ));
         }
         let bgp_id = r.ipv4().ok_or_else(malformed)?;
         if bgp_id.is_unspecified() {
-            return Err(Notification::open(OpenMessageError::BadBgpIdentifier, Vec::new()));
+            return Err(Notification::open(
+                OpenMessageError::BadBgpIdentifier,
+                Vec::new(),
+            ));
         }
         let mut opt_len = usize::from(r.u8().ok_or_else(malformed)?);
         let extended = opt_len == 255 && r.rest().first() == Some(&PARAM_EXTENDED);
@@ -223,14 +255,28 @@ impl Open {
         let mut capabilities = Vec::new();
         while !p.is_empty() {
             let kind = p.u8().ok_or_else(malformed)?;
-            let len = if extended { p.u16() } else { p.u8().map(u16::from) }.ok_or_else(malformed)?;
+            let len = if extended {
+                p.u16()
+            } else {
+                p.u8().map(u16::from)
+            }
+            .ok_or_else(malformed)?;
             let value = p.take(usize::from(len)).ok_or_else(malformed)?;
             if kind != PARAM_CAPABILITIES {
-                return Err(Notification::open(OpenMessageError::UnsupportedOptionalParameter, Vec::new()));
+                return Err(Notification::open(
+                    OpenMessageError::UnsupportedOptionalParameter,
+                    Vec::new(),
+                ));
             }
             capabilities.extend(Capability::decode_all(value)?);
         }
-        Ok(Self { version, my_as, hold_time, bgp_id, capabilities })
+        Ok(Self {
+            version,
+            my_as,
+            hold_time,
+            bgp_id,
+            capabilities,
+        })
     }
 }
 
@@ -260,7 +306,11 @@ pub struct RouteRefresh {
 impl RouteRefresh {
     /// A plain refresh request for a family.
     pub fn request(family: Family) -> Self {
-        Self { afi: family.afi(), subtype: RefreshSubtype::Normal, safi: family.safi() }
+        Self {
+            afi: family.afi(),
+            subtype: RefreshSubtype::Normal,
+            safi: family.safi(),
+        }
     }
 }
 
@@ -337,14 +387,20 @@ impl Message {
         Ok(match header.kind {
             MessageType::Open => Self::Open(Open::decode_body(body).map_err(reset)?),
             MessageType::Update => match Update::decode(body, ctx) {
-                UpdateOutcome::Ok(u) | UpdateOutcome::AttributesDiscarded { update: u, .. } => Self::Update(u),
+                UpdateOutcome::Ok(u) | UpdateOutcome::AttributesDiscarded { update: u, .. } => {
+                    Self::Update(u)
+                }
                 UpdateOutcome::TreatAsWithdraw(t) => return Err(DecodeError::TreatAsWithdraw(t)),
                 UpdateOutcome::SessionReset(n) => return Err(reset(n)),
             },
-            MessageType::Notification => Self::Notification(
-                Notification::decode_body(body)
-                    .ok_or_else(|| reset(Notification::header(MessageHeaderError::BadMessageLength, header.length.to_be_bytes())))?,
-            ),
+            MessageType::Notification => {
+                Self::Notification(Notification::decode_body(body).ok_or_else(|| {
+                    reset(Notification::header(
+                        MessageHeaderError::BadMessageLength,
+                        header.length.to_be_bytes(),
+                    ))
+                })?)
+            }
             MessageType::Keepalive => Self::Keepalive,
             MessageType::RouteRefresh => match *body {
                 [a0, a1, subtype, safi] => Self::RouteRefresh(RouteRefresh {
@@ -361,7 +417,10 @@ impl Message {
                 }
             },
             MessageType::Other(t) => {
-                return Err(reset(Notification::header(MessageHeaderError::BadMessageType, [t])));
+                return Err(reset(Notification::header(
+                    MessageHeaderError::BadMessageType,
+                    [t],
+                )));
             }
         })
     }

@@ -13,13 +13,22 @@ pub mod notification;
 pub mod update;
 
 pub use attribute::{
-    Aggregator, AsPath, AsSegment, AttrFlags, AttributeProblem, Community, ErrorAction, LargeCommunity, MpReach, MpUnreach,
-    Origin, PathAttribute, SegmentType, UnknownAttribute,
+    Aggregator, AsPath, AsSegment, AttrFlags, AttributeProblem, Community, ErrorAction,
+    LargeCommunity, MpReach, MpUnreach, Origin, PathAttribute, SegmentType, UnknownAttribute,
 };
-pub use capability::{Capability, GracefulRestart, GracefulRestartFamily};
-pub use message::{Header, Message, MessageType, Open, RouteRefresh};
+pub use capability::{
+    Capability, ForwardingState, GracefulRestart, GracefulRestartFamily, NotificationSupport,
+    RestartState,
+};
+pub use fsm::{Action, CloseReason, ConnId, Direction, Input, PeerConfig, Session, State, Timer};
+pub use message::{
+    DecodeError, Header, Message, MessageType, Open, RefreshSubtype, RouteRefresh, frame,
+};
 pub use nlri::{Afi, Family, Safi};
-pub use notification::{ErrorCode, Notification};
+pub use notification::{
+    CeaseSubcode, ErrorCode, FsmError, MessageHeaderError, Notification, OpenMessageError,
+    RouteRefreshError, UpdateMessageError,
+};
 pub use update::{TreatAsWithdraw, Update, UpdateOutcome};
 
 /// The BGP version this speaker talks.
@@ -150,7 +159,8 @@ impl<'a> Reader<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     pub(crate) fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     pub(crate) fn ipv4(&mut self) -> Option<std::net::Ipv4Addr> {
         self.u32().map(std::net::Ipv4Addr::from)

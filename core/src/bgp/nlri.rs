@@ -99,8 +99,8 @@ pub fn decode_ipv4_prefixes(buf: &[u8]) -> Result<Vec<Ipv4Net>, PrefixError> {
     let mut out = Vec::new();
     while !r.is_empty() {
         let (addr, len) = read_prefix::<4>(&mut r)?;
-        let net = Ipv4Net::new(Ipv4Addr::from(addr), len)
-            .map_err(|_| PrefixError::LengthTooLong(len))?;
+        let net =
+            Ipv4Net::new(Ipv4Addr::from(addr), len).map_err(|_| PrefixError::LengthTooLong(len))?;
         out.push(net.trunc());
     }
     Ok(out)
@@ -112,8 +112,8 @@ pub fn decode_ipv6_prefixes(buf: &[u8]) -> Result<Vec<Ipv6Net>, PrefixError> {
     let mut out = Vec::new();
     while !r.is_empty() {
         let (addr, len) = read_prefix::<16>(&mut r)?;
-        let net = Ipv6Net::new(Ipv6Addr::from(addr), len)
-            .map_err(|_| PrefixError::LengthTooLong(len))?;
+        let net =
+            Ipv6Net::new(Ipv6Addr::from(addr), len).map_err(|_| PrefixError::LengthTooLong(len))?;
         out.push(net.trunc());
     }
     Ok(out)

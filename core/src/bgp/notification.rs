@@ -207,7 +207,12 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (code, subcode) = self.to_wire();
-        write!(f, "{} / {} ({code}/{subcode})", self.code_name(), self.subcode_name())
+        write!(
+            f,
+            "{} / {} ({code}/{subcode})",
+            self.code_name(),
+            self.subcode_name()
+        )
     }
 }
 
@@ -223,12 +228,18 @@ pub struct Notification {
 impl Notification {
     /// A NOTIFICATION with the given data.
     pub fn new(error: ErrorCode, data: impl Into<Vec<u8>>) -> Self {
-        Self { error, data: data.into() }
+        Self {
+            error,
+            data: data.into(),
+        }
     }
 
     /// A NOTIFICATION without data.
     pub fn bare(error: ErrorCode) -> Self {
-        Self { error, data: Vec::new() }
+        Self {
+            error,
+            data: Vec::new(),
+        }
     }
 
     /// Message header error.
@@ -264,7 +275,10 @@ impl Notification {
         let mut r = Reader::new(body);
         let code = r.u8()?;
         let subcode = r.u8()?;
-        Some(Self { error: ErrorCode::from_wire(code, subcode), data: r.rest().to_vec() })
+        Some(Self {
+            error: ErrorCode::from_wire(code, subcode),
+            data: r.rest().to_vec(),
+        })
     }
 
     /// The shutdown communication of an administrative shutdown/reset (RFC 9003), if any.

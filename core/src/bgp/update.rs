@@ -1,8 +1,8 @@
 //! UPDATE messages (RFC 4271 §4.3) and revised error handling (RFC 7606).
 
 use super::attribute::{
-    AsPath, AttrFlags, AttributeProblem, ErrorAction, MpReach, MpUnreach, PathAttribute, SegmentType,
-    code,
+    AsPath, AttrFlags, AttributeProblem, ErrorAction, MpReach, MpUnreach, PathAttribute,
+    SegmentType, code,
 };
 use super::nlri::{self, Family};
 use super::notification::{Notification, UpdateMessageError};
@@ -132,7 +132,9 @@ impl Update {
     /// The AS path with AS4_PATH merged in (RFC 6793 §4.2.3), for a 2-octet session; on a 4-octet
     /// session this is just AS_PATH.
     pub fn effective_as_path(&self) -> Option<AsPath> {
-        let PathAttribute::AsPath(path) = self.attribute(code::AS_PATH)? else { return None };
+        let PathAttribute::AsPath(path) = self.attribute(code::AS_PATH)? else {
+            return None;
+        };
         let Some(PathAttribute::As4Path(as4)) = self.attribute(code::AS4_PATH) else {
             return Some(path.clone());
         };
@@ -151,7 +153,10 @@ impl Update {
             match seg.kind {
                 SegmentType::AsSequence => {
                     let n = keep.min(seg.asns.len());
-                    merged.segments.push(super::AsSegment { kind: seg.kind, asns: seg.asns[..n].to_vec() });
+                    merged.segments.push(super::AsSegment {
+                        kind: seg.kind,
+                        asns: seg.asns[..n].to_vec(),
+                    });
                     keep -= n;
                 }
                 SegmentType::AsSet => {
@@ -188,7 +193,11 @@ impl Update {
                 }
             }
         }
-        out.extend_from_slice(&u16::try_from(withdrawn.len()).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(
+            &u16::try_from(withdrawn.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
         out.extend_from_slice(&withdrawn);
         out.extend_from_slice(&u16::try_from(attrs.len()).unwrap_or(u16::MAX).to_be_bytes());
         out.extend_from_slice(&attrs);
@@ -198,7 +207,9 @@ impl Update {
     /// Decodes a message body (after the header) with RFC 7606 error handling.
     pub fn decode(body: &[u8], ctx: &DecodeContext) -> UpdateOutcome {
         use UpdateMessageError as E;
-        let reset = |sub, data: &[u8]| UpdateOutcome::SessionReset(Notification::update(sub, data.to_vec()));
+        let reset = |sub, data: &[u8]| {
+            UpdateOutcome::SessionReset(Notification::update(sub, data.to_vec()))
+        };
         let mut r = Reader::new(body);
         // RFC 7606 §4: if the two length fields do not fit the message, nothing can be trusted.
         let Some(withdrawn_buf) = r.u16().and_then(|n| r.take(usize::from(n))) else {
@@ -216,7 +227,11 @@ impl Update {
             return reset(E::InvalidNetworkField, &[]);
         };
 
-        let mut update = Update { withdrawn, attributes: Vec::new(), nlri };
+        let mut update = Update {
+            withdrawn,
+            attributes: Vec::new(),
+            nlri,
+        };
         let mut problems: Vec<AttributeProblem> = Vec::new();
         let mut seen = [false; 256];
         let mut a = Reader::new(attrs_buf);
@@ -224,25 +239,48 @@ impl Update {
             let start = a.rest();
             let header = a.u8().zip(a.u8()).and_then(|(flags, type_code)| {
                 let flags = AttrFlags(flags);
-                let len = if flags.is_extended_length() { a.u16() } else { a.u8().map(u16::from) }?;
+                let len = if flags.is_extended_length() {
+                    a.u16()
+                } else {
+                    a.u8().map(u16::from)
+                }?;
                 Some((flags, type_code, len))
             });
             let Some((flags, type_code, len)) = header else {
                 // RFC 7606 §4: too few octets left for an attribute header.
-                problems.push(AttributeProblem::new(0, ErrorAction::TreatAsWithdraw, E::MalformedAttributeList, start));
+                problems.push(AttributeProblem::new(
+                    0,
+                    ErrorAction::TreatAsWithdraw,
+                    E::MalformedAttributeList,
+                    start,
+                ));
                 break;
             };
             let Some(value) = a.take(usize::from(len)) else {
                 // RFC 7606 §4: the last attribute overruns the attribute list.
-                problems.push(AttributeProblem::new(type_code, ErrorAction::TreatAsWithdraw, E::AttributeLengthError, start));
+                problems.push(AttributeProblem::new(
+                    type_code,
+                    ErrorAction::TreatAsWithdraw,
+                    E::AttributeLengthError,
+                    start,
+                ));
                 break;
             };
             let raw = &start[..start.len() - a.remaining()];
             let is_mp = type_code == code::MP_REACH_NLRI || type_code == code::MP_UNREACH_NLRI;
             if std::mem::replace(&mut seen[usize::from(type_code)], true) {
                 // RFC 7606 §3g: repeated MP attributes reset, others keep the first occurrence.
-                let action = if is_mp { ErrorAction::SessionReset } else { ErrorAction::AttributeDiscard };
-                problems.push(AttributeProblem::new(type_code, action, E::MalformedAttributeList, raw));
+                let action = if is_mp {
+                    ErrorAction::SessionReset
+                } else {
+                    ErrorAction::AttributeDiscard
+                };
+                problems.push(AttributeProblem::new(
+                    type_code,
+                    action,
+                    E::MalformedAttributeList,
+                    raw,
+                ));
                 continue;
             }
             match PathAttribute::decode(flags, type_code, value, raw, ctx) {
@@ -250,14 +288,22 @@ impl Update {
                     if ctx.as_width == AsWidth::Four =>
                 {
                     // RFC 6793 §4.1: a 4-octet speaker must ignore these from another one.
-                    problems.push(AttributeProblem::new(type_code, ErrorAction::AttributeDiscard, E::Unspecific, raw));
+                    problems.push(AttributeProblem::new(
+                        type_code,
+                        ErrorAction::AttributeDiscard,
+                        E::Unspecific,
+                        raw,
+                    ));
                 }
                 Ok(attr) => update.attributes.push(attr),
                 Err(p) => problems.push(p),
             }
         }
 
-        if let Some(p) = problems.iter().find(|p| p.action == ErrorAction::SessionReset) {
+        if let Some(p) = problems
+            .iter()
+            .find(|p| p.action == ErrorAction::SessionReset)
+        {
             return UpdateOutcome::SessionReset(p.notification());
         }
         if update.has_reachable_nlri() {
@@ -268,21 +314,36 @@ impl Update {
             }
             for c in required {
                 if update.attribute(c).is_none() && !problems.iter().any(|p| p.type_code == c) {
-                    problems.push(AttributeProblem::new(c, ErrorAction::TreatAsWithdraw, E::MissingWellKnownAttribute, &[c]));
+                    problems.push(AttributeProblem::new(
+                        c,
+                        ErrorAction::TreatAsWithdraw,
+                        E::MissingWellKnownAttribute,
+                        &[c],
+                    ));
                 }
             }
         }
-        if let Some(p) = problems.iter().find(|p| p.action == ErrorAction::TreatAsWithdraw) {
+        if let Some(p) = problems
+            .iter()
+            .find(|p| p.action == ErrorAction::TreatAsWithdraw)
+        {
             let mut withdrawn_v4 = update.withdrawn_v4();
             withdrawn_v4.extend(update.announced_v4());
             let mut withdrawn_v6 = update.withdrawn_v6();
             withdrawn_v6.extend(update.announced_v6());
-            return UpdateOutcome::TreatAsWithdraw(TreatAsWithdraw { withdrawn_v4, withdrawn_v6, reason: p.clone() });
+            return UpdateOutcome::TreatAsWithdraw(TreatAsWithdraw {
+                withdrawn_v4,
+                withdrawn_v6,
+                reason: p.clone(),
+            });
         }
         if problems.is_empty() {
             UpdateOutcome::Ok(update)
         } else {
-            UpdateOutcome::AttributesDiscarded { update, discarded: problems }
+            UpdateOutcome::AttributesDiscarded {
+                update,
+                discarded: problems,
+            }
         }
     }
 

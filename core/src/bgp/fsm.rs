@@ -1,1 +1,0 @@
-//! The RFC 4271 session state machine, sans-IO.
