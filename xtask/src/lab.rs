@@ -28,6 +28,8 @@ pub enum Action {
     Down,
     /// Show the lab's namespaces, kubelets and control plane.
     Status,
+    /// Build the workspace's FerroLB and (re)start it in the running lab.
+    Deploy,
 }
 
 /// Prefix of every network namespace the lab makes; `down` sweeps them all.
@@ -112,6 +114,7 @@ pub fn run(root: &Path, action: Action) -> anyhow::Result<()> {
         Action::Up { nodes } => up(root, nodes),
         Action::Down => down(root),
         Action::Status => status(root),
+        Action::Deploy => crate::deploy::run(root),
     }
 }
 

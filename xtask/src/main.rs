@@ -1,6 +1,7 @@
 //! Developer workflows: `cargo xtask <command>`.
 
 mod controlplane;
+mod deploy;
 mod r#gen; // `gen` is a reserved keyword in edition 2024
 mod lab;
 mod run;
