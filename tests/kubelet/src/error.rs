@@ -47,16 +47,6 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
-    /// A short label for logs and metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube { .. } => "kube",
-            Error::Command { .. } => "command",
-            Error::Io { .. } => "io",
-            Error::AddressesExhausted => "addresses_exhausted",
-        }
-    }
-
     /// Whether this is the API server saying "not found".
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 404)

@@ -179,6 +179,7 @@ impl Prober {
     }
 
     /// The current result.
+    #[cfg(test)]
     pub fn healthy(&self) -> bool {
         self.healthy
     }
