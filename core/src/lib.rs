@@ -1,2 +1,3 @@
 //! FerroLB's pure core: allocation, election, planning and wire codecs, without I/O.
+pub mod alloc;
 pub mod bgp;
