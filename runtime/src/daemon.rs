@@ -45,13 +45,23 @@ impl Daemon {
         common: &CommonArgs,
         metrics_addr: SocketAddr,
     ) -> Result<Self, Error> {
+        Self::start_with_metrics(component, common, metrics_addr, Metrics::new(component)).await
+    }
+
+    /// Like [`Daemon::start`], serving `metrics`, which the daemon built with its own
+    /// metrics through [`Metrics::new_with`].
+    pub async fn start_with_metrics(
+        component: &'static str,
+        common: &CommonArgs,
+        metrics_addr: SocketAddr,
+        metrics: Metrics,
+    ) -> Result<Self, Error> {
         let signals = Signals::install()?;
         let loaded = load_config(common.kubeconfig.as_deref()).await?;
         let api_server = loaded.config.cluster_url.to_string();
         let client = kube::Client::try_from(loaded.config).map_err(Error::Client)?;
 
         let readiness = Readiness::new();
-        let metrics = Metrics::new(component);
         let shutdown = Shutdown::new();
         let (bound, server) = serve(
             metrics_addr,
@@ -107,6 +117,24 @@ impl Daemon {
     {
         let gate = self.readiness.gate(resource, "waiting for initial list");
         let (store, driver) = crate::reflect(api, resource, gate, self.metrics.clone());
+        self.watches.spawn(driver);
+        store
+    }
+
+    /// Like [`Daemon::reflect`], waking `changed` after each event reaches the store.
+    pub fn reflect_notify<K>(
+        &mut self,
+        api: Api<K>,
+        resource: &'static str,
+        changed: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        let gate = self.readiness.gate(resource, "waiting for initial list");
+        let (store, driver) =
+            crate::reflect_notify(api, resource, gate, self.metrics.clone(), Some(changed));
         self.watches.spawn(driver);
         store
     }

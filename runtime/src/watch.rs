@@ -1,4 +1,6 @@
-use std::{fmt::Debug, future::Future, hash::Hash};
+use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc};
+
+use tokio::sync::Notify;
 
 use futures::StreamExt;
 use kube::{
@@ -33,6 +35,22 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    reflect_notify(api, resource, gate, metrics, None)
+}
+
+/// Like [`reflect`], also waking `changed` after every event has reached the store, for
+/// daemons that recompute from whole stores rather than per object.
+pub fn reflect_notify<K>(
+    api: Api<K>,
+    resource: &'static str,
+    gate: Gate,
+    metrics: Metrics,
+    changed: Option<Arc<Notify>>,
+) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let (store, writer) = reflector::store();
     // Nobody reads managedFields; dropping them roughly halves the cache's memory.
     let events = watcher(api).modify(|obj| obj.managed_fields_mut().clear());
@@ -42,6 +60,7 @@ where
         resource,
         gate,
         metrics,
+        changed,
     );
     (store, driver)
 }
@@ -53,6 +72,7 @@ async fn drive<K, S>(
     resource: &'static str,
     gate: Gate,
     metrics: Metrics,
+    changed: Option<Arc<Notify>>,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
@@ -72,6 +92,9 @@ async fn drive<K, S>(
                     }
                     Event::Init => debug!(resource, "listing"),
                     _ => {}
+                }
+                if let Some(changed) = &changed {
+                    changed.notify_one();
                 }
             }
             Err(err) => {
@@ -178,6 +201,7 @@ mod tests {
             "configmaps",
             gate,
             metrics.clone(),
+            None,
         ));
         let step = |event| {
             tx.unbounded_send(event).unwrap();
