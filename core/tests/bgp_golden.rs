@@ -6,11 +6,24 @@ use ferrolb_core::bgp::*;
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-const FOUR: EncodeContext = EncodeContext { as_width: AsWidth::Four };
-const TWO: EncodeContext = EncodeContext { as_width: AsWidth::Two };
-const D4: DecodeContext = DecodeContext { as_width: AsWidth::Four, peer_kind: PeerKind::External };
-const D4_IBGP: DecodeContext = DecodeContext { as_width: AsWidth::Four, peer_kind: PeerKind::Internal };
-const D2: DecodeContext = DecodeContext { as_width: AsWidth::Two, peer_kind: PeerKind::External };
+const FOUR: EncodeContext = EncodeContext {
+    as_width: AsWidth::Four,
+};
+const TWO: EncodeContext = EncodeContext {
+    as_width: AsWidth::Two,
+};
+const D4: DecodeContext = DecodeContext {
+    as_width: AsWidth::Four,
+    peer_kind: PeerKind::External,
+};
+const D4_IBGP: DecodeContext = DecodeContext {
+    as_width: AsWidth::Four,
+    peer_kind: PeerKind::Internal,
+};
+const D2: DecodeContext = DecodeContext {
+    as_width: AsWidth::Two,
+    peer_kind: PeerKind::External,
+};
 
 const MARKER: [u8; 16] = [0xFF; 16];
 
@@ -32,8 +45,15 @@ fn attr_both_ways(attr: &PathAttribute, enc: &EncodeContext, dec: &DecodeContext
     attr.encode(enc, &mut out);
     assert_eq!(out, expected, "encode {attr:?}");
     let flags = AttrFlags(expected[0]);
-    let (value, type_code) = if flags.is_extended_length() { (&expected[4..], expected[1]) } else { (&expected[3..], expected[1]) };
-    assert_eq!(&PathAttribute::decode(flags, type_code, value, expected, dec).expect("decode"), attr);
+    let (value, type_code) = if flags.is_extended_length() {
+        (&expected[4..], expected[1])
+    } else {
+        (&expected[3..], expected[1])
+    };
+    assert_eq!(
+        &PathAttribute::decode(flags, type_code, value, expected, dec).expect("decode"),
+        attr
+    );
 }
 
 fn v4(s: &str) -> Ipv4Net {
@@ -56,7 +76,7 @@ fn open_with_capabilities() {
         4, // version
         0xFD, 0xE9, // my AS 65001
         0x00, 0x5A, // hold time 90
-        192, 0, 2, 1, // BGP identifier
+        192, 0, 2, 1,  // BGP identifier
         28, // optional parameters length
         2, 6, // parameter: capabilities, 6 bytes
         1, 4, 0x00, 0x01, 0x00, 0x01, // multiprotocol, len 4: AFI 1, reserved, SAFI 1
@@ -79,7 +99,10 @@ fn open_with_capabilities() {
     );
     both_ways(&Message::Open(open.clone()), &FOUR, &D4, &expected);
     assert_eq!(open.asn(), 65001);
-    assert_eq!(open.families(), vec![Family::Ipv4Unicast, Family::Ipv6Unicast]);
+    assert_eq!(
+        open.families(),
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    );
 }
 
 #[test]
@@ -107,7 +130,7 @@ fn graceful_restart_and_unknown_capabilities() {
     let mut expected = header(47, 1);
     expected.extend_from_slice(&[
         4, 0xFD, 0xE9, 0x00, 0x00, // version, AS 65001, hold time 0
-        192, 0, 2, 1, // identifier
+        192, 0, 2, 1,  // identifier
         18, // optional parameters length
         2, 12, // capabilities parameter, 12 bytes
         64, 10, // graceful restart, len 10
@@ -122,8 +145,16 @@ fn graceful_restart_and_unknown_capabilities() {
         notification: NotificationSupport::NotSupported,
         restart_time: 120,
         families: vec![
-            GracefulRestartFamily { afi: Afi::Ipv4, safi: Safi::Unicast, forwarding: ForwardingState::Preserved },
-            GracefulRestartFamily { afi: Afi::Ipv6, safi: Safi::Unicast, forwarding: ForwardingState::NotPreserved },
+            GracefulRestartFamily {
+                afi: Afi::Ipv4,
+                safi: Safi::Unicast,
+                forwarding: ForwardingState::Preserved,
+            },
+            GracefulRestartFamily {
+                afi: Afi::Ipv6,
+                safi: Safi::Unicast,
+                forwarding: ForwardingState::NotPreserved,
+            },
         ],
     };
     let open = Open {
@@ -131,7 +162,13 @@ fn graceful_restart_and_unknown_capabilities() {
         my_as: 65001,
         hold_time: 0,
         bgp_id: Ipv4Addr::new(192, 0, 2, 1),
-        capabilities: vec![Capability::GracefulRestart(gr), Capability::Unknown { code: 70, value: vec![] }],
+        capabilities: vec![
+            Capability::GracefulRestart(gr),
+            Capability::Unknown {
+                code: 70,
+                value: vec![],
+            },
+        ],
     };
     both_ways(&Message::Open(open), &FOUR, &D4, &expected);
 }
@@ -141,16 +178,24 @@ fn open_all_capabilities_in_one_parameter_decodes() {
     // bird puts every capability in one optional parameter; we must read that too.
     let mut bytes = header(39, 1);
     bytes.extend_from_slice(&[
-        4, 0xFD, 0xE9, 0x00, 0x5A, 192, 0, 2, 9, // version, AS 65001, hold 90, identifier
+        4, 0xFD, 0xE9, 0x00, 0x5A, 192, 0, 2, 9,  // version, AS 65001, hold 90, identifier
         10, // optional parameters length
         2, 8, // one capabilities parameter, 8 bytes, holding two capabilities
         2, 0, // route refresh
         1, 4, 0, 2, 0, 1, // multiprotocol IPv6 unicast
     ]);
-    let Message::Open(open) = Message::decode(&bytes, &D4).unwrap() else { panic!() };
+    let Message::Open(open) = Message::decode(&bytes, &D4).unwrap() else {
+        panic!()
+    };
     assert_eq!(
         open.capabilities,
-        vec![Capability::RouteRefresh, Capability::Multiprotocol { afi: Afi::Ipv6, safi: Safi::Unicast }]
+        vec![
+            Capability::RouteRefresh,
+            Capability::Multiprotocol {
+                afi: Afi::Ipv6,
+                safi: Safi::Unicast
+            }
+        ]
     );
 }
 
@@ -164,7 +209,8 @@ fn update_ipv4_announce() {
         0x40, 2, 6, 2, 1, 0x00, 0x00, 0xFD, 0xE9, // AS_PATH: len 6, AS_SEQUENCE of 1: 65001
         0x40, 3, 4, 192, 0, 2, 1, // NEXT_HOP: len 4, 192.0.2.1
         0x80, 4, 4, 0, 0, 0, 100, // MULTI_EXIT_DISC: optional non-transitive, len 4, 100
-        0xC0, 8, 8, 0xFD, 0xE9, 0x00, 0x64, 0xFF, 0xFF, 0xFF, 0x01, // COMMUNITIES: 65001:100, NO_EXPORT
+        0xC0, 8, 8, 0xFD, 0xE9, 0x00, 0x64, 0xFF, 0xFF, 0xFF,
+        0x01, // COMMUNITIES: 65001:100, NO_EXPORT
         0xC0, 32, 12, 0, 0, 0xFD, 0xE9, 0, 0, 0, 1, 0, 0, 0, 2, // LARGE_COMMUNITY 65001:1:2
         24, 203, 0, 113, // NLRI 203.0.113.0/24
     ]);
@@ -176,7 +222,11 @@ fn update_ipv4_announce() {
             PathAttribute::NextHop(Ipv4Addr::new(192, 0, 2, 1)),
             PathAttribute::MultiExitDisc(100),
             PathAttribute::Communities(vec![Community::new(65001, 100), Community::NO_EXPORT]),
-            PathAttribute::LargeCommunities(vec![LargeCommunity { global_admin: 65001, local1: 1, local2: 2 }]),
+            PathAttribute::LargeCommunities(vec![LargeCommunity {
+                global_admin: 65001,
+                local1: 1,
+                local2: 2,
+            }]),
         ],
         nlri: vec![v4("203.0.113.0/24")],
     };
@@ -192,7 +242,10 @@ fn update_ipv4_withdraw() {
         25, 203, 0, 113, 128, // 203.0.113.128/25
         0x00, 0x00, // total path attribute length 0
     ]);
-    let update = Update { withdrawn: vec![v4("203.0.113.0/24"), v4("203.0.113.128/25")], ..Update::default() };
+    let update = Update {
+        withdrawn: vec![v4("203.0.113.0/24"), v4("203.0.113.128/25")],
+        ..Update::default()
+    };
     both_ways(&Message::Update(update), &FOUR, &D4, &expected);
 }
 
@@ -200,16 +253,29 @@ fn update_ipv4_withdraw() {
 fn end_of_rib_markers() {
     let mut v4_eor = header(23, 2);
     v4_eor.extend_from_slice(&[0, 0, 0, 0]); // no withdrawn routes, no attributes, no NLRI
-    both_ways(&Message::Update(Update::end_of_rib(Family::Ipv4Unicast)), &FOUR, &D4, &v4_eor);
+    both_ways(
+        &Message::Update(Update::end_of_rib(Family::Ipv4Unicast)),
+        &FOUR,
+        &D4,
+        &v4_eor,
+    );
 
     let mut v6_eor = header(29, 2);
     v6_eor.extend_from_slice(&[
         0, 0, // withdrawn routes length 0
         0, 6, // total path attribute length 6
-        0x80, 15, 3, 0x00, 0x02, 0x01, // MP_UNREACH_NLRI, len 3: AFI 2, SAFI 1, nothing withdrawn
+        0x80, 15, 3, 0x00, 0x02,
+        0x01, // MP_UNREACH_NLRI, len 3: AFI 2, SAFI 1, nothing withdrawn
     ]);
-    both_ways(&Message::Update(Update::end_of_rib(Family::Ipv6Unicast)), &FOUR, &D4, &v6_eor);
-    let Message::Update(u) = Message::decode(&v6_eor, &D4).unwrap() else { panic!() };
+    both_ways(
+        &Message::Update(Update::end_of_rib(Family::Ipv6Unicast)),
+        &FOUR,
+        &D4,
+        &v6_eor,
+    );
+    let Message::Update(u) = Message::decode(&v6_eor, &D4).unwrap() else {
+        panic!()
+    };
     assert_eq!(u.end_of_rib_family(), Some(Family::Ipv6Unicast));
 }
 
@@ -218,7 +284,7 @@ fn mp_reach_ipv6_with_link_local() {
     let expected = [
         0x80, 14, 46, // MP_REACH_NLRI: optional non-transitive, len 46
         0x00, 0x02, 0x01, // AFI 2, SAFI 1
-        32, // next hop length: global + link-local
+        32,   // next hop length: global + link-local
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, // 2001:db8:0:1::1
         0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, // fe80::1
         0, // reserved
@@ -274,16 +340,32 @@ fn mp_unreach_ipv6() {
 
 #[test]
 fn origin_values() {
-    attr_both_ways(&PathAttribute::Origin(Origin::Egp), &FOUR, &D4, &[0x40, 1, 1, 1]);
-    attr_both_ways(&PathAttribute::Origin(Origin::Incomplete), &FOUR, &D4, &[0x40, 1, 1, 2]);
+    attr_both_ways(
+        &PathAttribute::Origin(Origin::Egp),
+        &FOUR,
+        &D4,
+        &[0x40, 1, 1, 1],
+    );
+    attr_both_ways(
+        &PathAttribute::Origin(Origin::Incomplete),
+        &FOUR,
+        &D4,
+        &[0x40, 1, 1, 2],
+    );
 }
 
 #[test]
 fn as_path_two_and_four_octets_with_set() {
     let path = AsPath {
         segments: vec![
-            AsSegment { kind: SegmentType::AsSequence, asns: vec![65001, 65002] },
-            AsSegment { kind: SegmentType::AsSet, asns: vec![64512] },
+            AsSegment {
+                kind: SegmentType::AsSequence,
+                asns: vec![65001, 65002],
+            },
+            AsSegment {
+                kind: SegmentType::AsSet,
+                asns: vec![64512],
+            },
         ],
     };
     let four = [
@@ -301,7 +383,12 @@ fn as_path_two_and_four_octets_with_set() {
     assert_eq!(path.path_len(), 3);
     assert_eq!(path.first_as(), Some(65001));
     // An empty AS_PATH (iBGP, locally originated) is a zero-length attribute.
-    attr_both_ways(&PathAttribute::AsPath(AsPath::default()), &FOUR, &D4, &[0x40, 2, 0]);
+    attr_both_ways(
+        &PathAttribute::AsPath(AsPath::default()),
+        &FOUR,
+        &D4,
+        &[0x40, 2, 0],
+    );
 }
 
 #[test]
@@ -321,47 +408,99 @@ fn as4_path_added_for_two_octet_peers_and_merged_back() {
         0, 33, // total path attribute length
         0x40, 1, 1, 0, // ORIGIN IGP
         0x40, 2, 6, 2, 2, 0x5B, 0xA0, 0xFD, 0xE9, // AS_PATH: AS_TRANS 65001
-        0xC0, 17, 10, 2, 2, 0xFA, 0x56, 0xEA, 0x00, 0, 0, 0xFD, 0xE9, // AS4_PATH: 4200000000 65001
+        0xC0, 17, 10, 2, 2, 0xFA, 0x56, 0xEA, 0x00, 0, 0, 0xFD,
+        0xE9, // AS4_PATH: 4200000000 65001
         0x40, 3, 4, 192, 0, 2, 1, // NEXT_HOP
         24, 203, 0, 113, // NLRI
     ]);
     let bytes = Message::Update(update).encode(&TWO);
     assert_eq!(bytes, expected);
-    let Message::Update(decoded) = Message::decode(&bytes, &D2).unwrap() else { panic!() };
-    assert_eq!(decoded.effective_as_path(), Some(AsPath::sequence([4_200_000_000, 65001])));
+    let Message::Update(decoded) = Message::decode(&bytes, &D2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        decoded.effective_as_path(),
+        Some(AsPath::sequence([4_200_000_000, 65001]))
+    );
     // A 4-octet speaker ignores AS4_PATH from another one (RFC 6793 §4.1).
     let mut with_as4 = decoded.clone();
     with_as4.attributes[1] = PathAttribute::AsPath(AsPath::sequence([4_200_000_000, 65001]));
     let bytes = Message::Update(with_as4).encode(&FOUR);
     match Update::decode(&bytes[19..], &D4) {
-        UpdateOutcome::AttributesDiscarded { discarded, .. } => assert_eq!(discarded[0].type_code, 17),
+        UpdateOutcome::AttributesDiscarded { discarded, .. } => {
+            assert_eq!(discarded[0].type_code, 17)
+        }
         other => panic!("{other:?}"),
     }
 }
 
 #[test]
 fn next_hop_med_local_pref_atomic_aggregate() {
-    attr_both_ways(&PathAttribute::NextHop(Ipv4Addr::new(192, 0, 2, 254)), &FOUR, &D4, &[0x40, 3, 4, 192, 0, 2, 254]);
-    attr_both_ways(&PathAttribute::MultiExitDisc(0xDEADBEEF), &FOUR, &D4, &[0x80, 4, 4, 0xDE, 0xAD, 0xBE, 0xEF]);
-    attr_both_ways(&PathAttribute::LocalPref(200), &FOUR, &D4_IBGP, &[0x40, 5, 4, 0, 0, 0, 200]);
+    attr_both_ways(
+        &PathAttribute::NextHop(Ipv4Addr::new(192, 0, 2, 254)),
+        &FOUR,
+        &D4,
+        &[0x40, 3, 4, 192, 0, 2, 254],
+    );
+    attr_both_ways(
+        &PathAttribute::MultiExitDisc(0xDEADBEEF),
+        &FOUR,
+        &D4,
+        &[0x80, 4, 4, 0xDE, 0xAD, 0xBE, 0xEF],
+    );
+    attr_both_ways(
+        &PathAttribute::LocalPref(200),
+        &FOUR,
+        &D4_IBGP,
+        &[0x40, 5, 4, 0, 0, 0, 200],
+    );
     attr_both_ways(&PathAttribute::AtomicAggregate, &FOUR, &D4, &[0x40, 6, 0]);
 }
 
 #[test]
 fn aggregator_both_widths_and_as4_aggregator() {
-    let agg = Aggregator { asn: 65001, address: Ipv4Addr::new(192, 0, 2, 1) };
-    attr_both_ways(&PathAttribute::Aggregator(agg), &TWO, &D2, &[0xC0, 7, 6, 0xFD, 0xE9, 192, 0, 2, 1]);
-    attr_both_ways(&PathAttribute::Aggregator(agg), &FOUR, &D4, &[0xC0, 7, 8, 0, 0, 0xFD, 0xE9, 192, 0, 2, 1]);
-    let agg4 = Aggregator { asn: 4_200_000_000, address: Ipv4Addr::new(192, 0, 2, 1) };
-    attr_both_ways(&PathAttribute::As4Aggregator(agg4), &TWO, &D2, &[0xC0, 18, 8, 0xFA, 0x56, 0xEA, 0x00, 192, 0, 2, 1]);
+    let agg = Aggregator {
+        asn: 65001,
+        address: Ipv4Addr::new(192, 0, 2, 1),
+    };
+    attr_both_ways(
+        &PathAttribute::Aggregator(agg),
+        &TWO,
+        &D2,
+        &[0xC0, 7, 6, 0xFD, 0xE9, 192, 0, 2, 1],
+    );
+    attr_both_ways(
+        &PathAttribute::Aggregator(agg),
+        &FOUR,
+        &D4,
+        &[0xC0, 7, 8, 0, 0, 0xFD, 0xE9, 192, 0, 2, 1],
+    );
+    let agg4 = Aggregator {
+        asn: 4_200_000_000,
+        address: Ipv4Addr::new(192, 0, 2, 1),
+    };
+    attr_both_ways(
+        &PathAttribute::As4Aggregator(agg4),
+        &TWO,
+        &D2,
+        &[0xC0, 18, 8, 0xFA, 0x56, 0xEA, 0x00, 192, 0, 2, 1],
+    );
 }
 
 #[test]
 fn well_known_communities_by_name() {
     let all = [
         (Community::NO_EXPORT, "NO_EXPORT", [0xFF, 0xFF, 0xFF, 0x01]),
-        (Community::NO_ADVERTISE, "NO_ADVERTISE", [0xFF, 0xFF, 0xFF, 0x02]),
-        (Community::NO_EXPORT_SUBCONFED, "NO_EXPORT_SUBCONFED", [0xFF, 0xFF, 0xFF, 0x03]),
+        (
+            Community::NO_ADVERTISE,
+            "NO_ADVERTISE",
+            [0xFF, 0xFF, 0xFF, 0x02],
+        ),
+        (
+            Community::NO_EXPORT_SUBCONFED,
+            "NO_EXPORT_SUBCONFED",
+            [0xFF, 0xFF, 0xFF, 0x03],
+        ),
         (Community::NO_PEER, "NO_PEER", [0xFF, 0xFF, 0xFF, 0x04]),
         (Community::BLACKHOLE, "BLACKHOLE", [0xFF, 0xFF, 0x02, 0x9A]),
     ];
@@ -373,8 +512,19 @@ fn well_known_communities_by_name() {
         attr_both_ways(&PathAttribute::Communities(vec![c]), &FOUR, &D4, &expected);
     }
     assert_eq!(Community::new(65001, 42).to_string(), "65001:42");
-    assert_eq!(Community::parse("65001:42"), Some(Community::new(65001, 42)));
-    assert_eq!(LargeCommunity { global_admin: 4_200_000_000, local1: 1, local2: 2 }.to_string(), "4200000000:1:2");
+    assert_eq!(
+        Community::parse("65001:42"),
+        Some(Community::new(65001, 42))
+    );
+    assert_eq!(
+        LargeCommunity {
+            global_admin: 4_200_000_000,
+            local1: 1,
+            local2: 2
+        }
+        .to_string(),
+        "4200000000:1:2"
+    );
 }
 
 #[test]
@@ -395,9 +545,14 @@ fn unknown_optional_transitive_kept_and_marked_partial() {
         value: vec![0xAB, 0xCD],
     });
     attr_both_ways(&attr, &FOUR, &D4, &[0xC0, 99, 2, 0xAB, 0xCD]);
-    let PathAttribute::Unknown(u) = attr else { unreachable!() };
+    let PathAttribute::Unknown(u) = attr else {
+        unreachable!()
+    };
     assert_eq!(u.for_propagation().unwrap().flags, AttrFlags(0xE0)); // partial bit set
-    let non_transitive = UnknownAttribute { flags: AttrFlags(0x80), ..u };
+    let non_transitive = UnknownAttribute {
+        flags: AttrFlags(0x80),
+        ..u
+    };
     assert_eq!(non_transitive.for_propagation(), None);
 }
 
@@ -405,20 +560,33 @@ fn unknown_optional_transitive_kept_and_marked_partial() {
 fn notifications() {
     let mut expected = header(21, 3);
     expected.extend_from_slice(&[4, 0]); // hold timer expired, subcode 0
-    both_ways(&Message::Notification(Notification::bare(ErrorCode::HoldTimerExpired)), &FOUR, &D4, &expected);
+    both_ways(
+        &Message::Notification(Notification::bare(ErrorCode::HoldTimerExpired)),
+        &FOUR,
+        &D4,
+        &expected,
+    );
 
     let mut expected = header(23, 3);
     expected.extend_from_slice(&[2, 2, 0xFD, 0xE9]); // OPEN error, bad peer AS, data: AS 65001
     let n = Notification::open(OpenMessageError::BadPeerAs, [0xFD, 0xE9]);
     both_ways(&Message::Notification(n.clone()), &FOUR, &D4, &expected);
-    assert_eq!(n.to_string(), "OPEN message error / bad peer AS (2/2) data fd e9");
+    assert_eq!(
+        n.to_string(),
+        "OPEN message error / bad peer AS (2/2) data fd e9"
+    );
 
     // Cease, administrative shutdown, with an RFC 9003 shutdown communication.
     let mut expected = header(33, 3);
     expected.extend_from_slice(&[6, 2, 11]);
     expected.extend_from_slice(b"maintenance");
-    let Message::Notification(n) = Message::decode(&expected, &D4).unwrap() else { panic!() };
-    assert_eq!(n.error, ErrorCode::Cease(CeaseSubcode::AdministrativeShutdown));
+    let Message::Notification(n) = Message::decode(&expected, &D4).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        n.error,
+        ErrorCode::Cease(CeaseSubcode::AdministrativeShutdown)
+    );
     assert_eq!(n.shutdown_message(), Some("maintenance"));
     assert_eq!(Message::Notification(n).encode(&FOUR), expected);
 
@@ -429,16 +597,30 @@ fn notifications() {
             assert_eq!(e.to_wire(), (code, sub));
         }
     }
-    assert_eq!(ErrorCode::from_wire(3, 11), ErrorCode::Update(UpdateMessageError::MalformedAsPath));
-    assert_eq!(ErrorCode::from_wire(6, 7), ErrorCode::Cease(CeaseSubcode::ConnectionCollisionResolution));
-    assert_eq!(ErrorCode::from_wire(1, 1), ErrorCode::MessageHeader(MessageHeaderError::ConnectionNotSynchronized));
+    assert_eq!(
+        ErrorCode::from_wire(3, 11),
+        ErrorCode::Update(UpdateMessageError::MalformedAsPath)
+    );
+    assert_eq!(
+        ErrorCode::from_wire(6, 7),
+        ErrorCode::Cease(CeaseSubcode::ConnectionCollisionResolution)
+    );
+    assert_eq!(
+        ErrorCode::from_wire(1, 1),
+        ErrorCode::MessageHeader(MessageHeaderError::ConnectionNotSynchronized)
+    );
 }
 
 #[test]
 fn route_refresh() {
     let mut expected = header(23, 5);
     expected.extend_from_slice(&[0x00, 0x02, 0x00, 0x01]); // AFI 2, subtype 0, SAFI 1
-    both_ways(&Message::RouteRefresh(RouteRefresh::request(Family::Ipv6Unicast)), &FOUR, &D4, &expected);
+    both_ways(
+        &Message::RouteRefresh(RouteRefresh::request(Family::Ipv6Unicast)),
+        &FOUR,
+        &D4,
+        &expected,
+    );
 }
 
 #[test]
@@ -447,5 +629,8 @@ fn framing_a_stream() {
     stream.extend_from_slice(&Message::Keepalive.encode(&FOUR)[..10]);
     assert_eq!(frame(&stream), Ok(Some(19)));
     assert_eq!(frame(&stream[19..]), Ok(None));
-    assert!(frame(&[0xFF, 0xFF, 0x00]).is_err(), "a bad marker fails before the header is complete");
+    assert!(
+        frame(&[0xFF, 0xFF, 0x00]).is_err(),
+        "a bad marker fails before the header is complete"
+    );
 }

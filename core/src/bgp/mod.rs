@@ -6,8 +6,10 @@
 
 pub mod attribute;
 pub mod capability;
+pub mod community;
 pub mod fsm;
 pub mod message;
+pub mod mp;
 pub mod nlri;
 pub mod notification;
 pub mod update;
