@@ -18,10 +18,14 @@
 //!
 //! # Restarts
 //!
-//! The Services' status is the only record. On start: `set_pools`, then `assign` every Service
-//! that already holds IPs (non-empty `current_ips`), then all the others. Holders go first so
-//! that a pending Service cannot take an address before its holder is back; a holder whose
-//! addresses are still valid keeps them exactly, so a restart never moves or duplicates an IP.
+//! The Services' status is the only record. On start: `set_pools`, then [`Allocator::restore`]
+//! every Service that already holds IPs (non-empty `current_ips`), then `assign` every Service
+//! (holders again, first, then the others). `restore` only re-registers still-valid addresses
+//! and never takes a new one, so no Service (not even a holder whose address became invalid or
+//! who lacks a family) can take an address whose holder is not back yet. A holder whose
+//! addresses are valid keeps them exactly: a restart never moves or duplicates an IP.
+//! (Calling `assign` for holders first works too, except that a holder that needs a *new*
+//! address could take one belonging to a holder not yet seen.)
 //!
 //! # Memory
 //!
@@ -154,6 +158,12 @@ impl Allocator {
     /// no IP afterwards.
     pub fn assign(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
         self.state.assign(req)
+    }
+
+    /// Restart only: re-registers the still-valid `current_ips` (same checks as `assign`) and
+    /// takes no new address; returns what was kept. Call for all holders before any `assign`.
+    pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
+        self.state.restore(req)
     }
 
     /// Frees every IP the Service holds (nothing happens if it holds none).

@@ -502,6 +502,19 @@ impl State {
 
     // ---- changes -----------------------------------------------------------------------------
 
+    pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
+        let kept: Vec<(IpAddr, String)> = match wanted_families(req) {
+            Ok(fams) => fams.into_iter().filter_map(|f| self.keepable(req, f)).collect(),
+            Err(_) => Vec::new(),
+        };
+        if kept.is_empty() {
+            self.release(&req.key);
+        } else {
+            self.commit(req, kept.clone());
+        }
+        kept
+    }
+
     pub fn assign(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
         match self.plan(req) {
             Ok(plan) => {
