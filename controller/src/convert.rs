@@ -1,0 +1,405 @@
+//! Kubernetes objects to the allocator's plain values, and back. No I/O.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_api::IPAddressPool;
+use ferrolb_core::alloc::{
+    self, AllocError, Family, FamilyPolicy, FamilyRequest, Pool, PoolAllocation, Protocol,
+    ServiceKey, ServiceRequest,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Requested addresses, comma-separated, at most one per family.
+pub const ANN_LOAD_BALANCER_IPS: &str = "ferrolb.io/loadBalancerIPs";
+/// The pool a Service asks for by name.
+pub const ANN_ADDRESS_POOL: &str = "ferrolb.io/address-pool";
+/// Services with the same key may share an IP.
+pub const ANN_ALLOW_SHARED_IP: &str = "ferrolb.io/allow-shared-ip";
+/// Written by the controller: the pool(s) the Service's IPs came from.
+pub const ANN_ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
+/// The Service condition the controller owns.
+pub const CONDITION_ALLOCATED: &str = "ferrolb.io/Allocated";
+
+/// Which LoadBalancer Services this controller is responsible for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// `--load-balancer-class`.
+    pub class: String,
+    /// Whether Services without `spec.loadBalancerClass` are ours too.
+    pub classless: bool,
+}
+
+impl Selection {
+    /// Whether `svc` is ours: type LoadBalancer with our class (or none, if classless).
+    pub fn is_ours(&self, svc: &Service) -> bool {
+        let Some(spec) = &svc.spec else { return false };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            return false;
+        }
+        match spec.load_balancer_class.as_deref() {
+            Some(class) => class == self.class,
+            None => self.classless,
+        }
+    }
+}
+
+/// The key of a Service.
+pub fn service_key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(
+        svc.metadata.namespace.clone().unwrap_or_default(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The IPs in `status.loadBalancer.ingress`, in order; entries without a valid IP are skipped.
+pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the allocator's request from a Service and its namespace's labels.
+///
+/// Malformed input the allocator cannot judge (annotation values, families, protocols) is an
+/// [`AllocError::InvalidRequest`] naming the field, so it lands in the condition and Event.
+pub fn service_request(
+    svc: &Service,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Result<ServiceRequest, AllocError> {
+    let invalid = |why: String| AllocError::InvalidRequest { why };
+    let spec = svc.spec.clone().unwrap_or_default();
+    let annotations = svc.metadata.annotations.clone().unwrap_or_default();
+
+    let ip_families = spec
+        .ip_families
+        .unwrap_or_default()
+        .iter()
+        .map(|f| match f.as_str() {
+            "IPv4" => Ok(Family::V4),
+            "IPv6" => Ok(Family::V6),
+            other => Err(invalid(format!(
+                "spec.ipFamilies: unknown family {other:?}"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = match spec.ip_family_policy.as_deref() {
+        None | Some("SingleStack") => FamilyPolicy::SingleStack,
+        Some("PreferDualStack") => FamilyPolicy::PreferDualStack,
+        Some("RequireDualStack") => FamilyPolicy::RequireDualStack,
+        Some(other) => {
+            return Err(invalid(format!(
+                "spec.ipFamilyPolicy: unknown policy {other:?}"
+            )));
+        }
+    };
+
+    let requested_ips = match annotations.get(ANN_LOAD_BALANCER_IPS) {
+        Some(text) => alloc::parse_requested_ips(text)?,
+        None => match spec.load_balancer_ip.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some(ip) => vec![ip.parse::<IpAddr>().map_err(|_| {
+                invalid(format!("spec.loadBalancerIP: {ip:?} is not an IP address"))
+            })?],
+        },
+    };
+
+    let requested_pool = match annotations.get(ANN_ADDRESS_POOL).map(|p| p.trim()) {
+        None => None,
+        Some("") => {
+            return Err(invalid(format!(
+                "{ANN_ADDRESS_POOL} is empty: name a pool or remove the annotation"
+            )));
+        }
+        Some(pool) if pool.contains(',') || pool.contains(char::is_whitespace) => {
+            return Err(invalid(format!(
+                "{ANN_ADDRESS_POOL}: {pool:?} is not a pool name (one name, no commas or spaces)"
+            )));
+        }
+        Some(pool) => Some(pool.to_owned()),
+    };
+
+    let sharing_key = match annotations.get(ANN_ALLOW_SHARED_IP).map(|k| k.trim()) {
+        None => None,
+        Some("") => {
+            return Err(invalid(format!(
+                "{ANN_ALLOW_SHARED_IP} is empty: give a sharing key or remove the annotation"
+            )));
+        }
+        Some(key) => Some(key.to_owned()),
+    };
+
+    let ports = spec
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let protocol = match p.protocol.as_deref() {
+                None | Some("TCP") => Protocol::Tcp,
+                Some("UDP") => Protocol::Udp,
+                Some("SCTP") => Protocol::Sctp,
+                Some(other) => {
+                    return Err(invalid(format!("spec.ports: unknown protocol {other:?}")));
+                }
+            };
+            let port = u16::try_from(p.port)
+                .map_err(|_| invalid(format!("spec.ports: {} is not a port", p.port)))?;
+            Ok((protocol, port))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let local_traffic_selector = (spec.external_traffic_policy.as_deref() == Some("Local"))
+        .then(|| spec.selector.clone().unwrap_or_default());
+
+    Ok(ServiceRequest {
+        key: service_key(svc),
+        namespace_labels: namespace_labels.clone(),
+        service_labels: svc.metadata.labels.clone().unwrap_or_default(),
+        families: FamilyRequest::new(policy, &ip_families),
+        requested_ips,
+        requested_pool,
+        sharing_key,
+        ports,
+        local_traffic_selector,
+        current_ips: ingress_ips(svc),
+    })
+}
+
+/// Builds the allocator's pool from an `IPAddressPool`; the error says what is wrong with it.
+pub fn pool(crd: &IPAddressPool) -> Result<Pool, String> {
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let ranges = crd
+        .spec
+        .addresses
+        .iter()
+        .map(|entry| alloc::parse_pool_entry(entry.trim()).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allocation = match &crd.spec.service_allocation {
+        None => PoolAllocation::default(),
+        Some(sa) => PoolAllocation {
+            priority: sa.priority,
+            namespaces: sa.namespaces.clone(),
+            namespace_selectors: sa
+                .namespace_selectors
+                .iter()
+                .map(|s| selector(s).map_err(|e| format!("namespaceSelectors: {e}")))
+                .collect::<Result<_, _>>()?,
+            service_selectors: sa
+                .service_selectors
+                .iter()
+                .map(|s| selector(s).map_err(|e| format!("serviceSelectors: {e}")))
+                .collect::<Result<_, _>>()?,
+        },
+    };
+    Ok(Pool {
+        name,
+        ranges,
+        auto_assign: crd.spec.auto_assign.into(),
+        avoid_buggy_ips: crd.spec.avoid_buggy_ips.into(),
+        allocation,
+    })
+}
+
+/// A Kubernetes label selector as the allocator's plain selector.
+pub fn selector(s: &LabelSelector) -> Result<alloc::LabelSelector, String> {
+    let match_expressions = s
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            let operator = match e.operator.as_str() {
+                "In" => alloc::Operator::In,
+                "NotIn" => alloc::Operator::NotIn,
+                "Exists" => alloc::Operator::Exists,
+                "DoesNotExist" => alloc::Operator::DoesNotExist,
+                other => return Err(format!("unknown operator {other:?}")),
+            };
+            Ok(alloc::Requirement {
+                key: e.key.clone(),
+                operator,
+                values: e.values.clone().unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(alloc::LabelSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(yaml: &str) -> Service {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    const BASIC: &str = "
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  ports: [{port: 80}, {port: 53, protocol: UDP}]
+status:
+  loadBalancer:
+    ingress: [{ip: 192.0.2.130, ipMode: Proxy}]
+";
+
+    #[test]
+    fn basic_service_becomes_a_request() {
+        let labels = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
+        let req = service_request(&svc(BASIC), &labels).unwrap();
+        assert_eq!(req.key, ServiceKey::new("shop", "web"));
+        assert_eq!(req.namespace_labels, labels);
+        assert_eq!(req.service_labels["app"], "web");
+        assert_eq!(req.families, FamilyRequest::v4());
+        assert_eq!(req.ports, vec![(Protocol::Tcp, 80), (Protocol::Udp, 53)]);
+        assert_eq!(
+            req.current_ips,
+            vec!["192.0.2.130".parse::<IpAddr>().unwrap()]
+        );
+        assert!(req.requested_ips.is_empty());
+        assert_eq!(req.requested_pool, None);
+        assert_eq!(req.local_traffic_selector, None);
+    }
+
+    #[test]
+    fn annotations_and_dual_stack() {
+        let s = svc("
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    ferrolb.io/loadBalancerIPs: 192.0.2.140, 2001:db8:0:1::140
+    ferrolb.io/address-pool: lan
+    ferrolb.io/allow-shared-ip: k1
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv6, IPv4]
+  ipFamilyPolicy: RequireDualStack
+  externalTrafficPolicy: Local
+  selector: {app: web}
+");
+        let req = service_request(&s, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            req.families,
+            FamilyRequest::new(FamilyPolicy::RequireDualStack, &[Family::V6, Family::V4])
+        );
+        assert_eq!(req.requested_ips.len(), 2);
+        assert_eq!(req.requested_pool.as_deref(), Some("lan"));
+        assert_eq!(req.sharing_key.as_deref(), Some("k1"));
+        assert_eq!(
+            req.local_traffic_selector,
+            Some(BTreeMap::from([("app".to_owned(), "web".to_owned())]))
+        );
+    }
+
+    #[test]
+    fn deprecated_load_balancer_ip_is_a_request() {
+        let s = svc("
+metadata: {name: a, namespace: b}
+spec: {type: LoadBalancer, loadBalancerIP: 192.0.2.150}
+");
+        let req = service_request(&s, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            req.requested_ips,
+            vec!["192.0.2.150".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_an_invalid_request() {
+        let cases = [
+            "annotations: {ferrolb.io/loadBalancerIPs: not-an-ip}",
+            "annotations: {ferrolb.io/loadBalancerIPs: '192.0.2.1,192.0.2.2'}",
+            "annotations: {ferrolb.io/address-pool: ''}",
+            "annotations: {ferrolb.io/address-pool: 'a,b'}",
+            "annotations: {ferrolb.io/allow-shared-ip: ' '}",
+        ];
+        for meta in cases {
+            let s = svc(&format!(
+                "metadata: {{name: a, namespace: b, {meta}}}\nspec: {{type: LoadBalancer}}"
+            ));
+            let err = service_request(&s, &BTreeMap::new()).unwrap_err();
+            assert_eq!(err.reason(), "InvalidRequest", "{meta}: {err}");
+        }
+        let s = svc("
+metadata: {name: a, namespace: b}
+spec: {type: LoadBalancer, loadBalancerIP: nope}
+");
+        let err = service_request(&s, &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("spec.loadBalancerIP"), "{err}");
+    }
+
+    #[test]
+    fn selection_follows_type_and_class() {
+        let sel = Selection {
+            class: "ferrolb.io/ferrolb".to_owned(),
+            classless: true,
+        };
+        let lb = |class: Option<&str>, type_: &str| {
+            let mut s = svc("metadata: {name: a, namespace: b}\nspec: {}");
+            let spec = s.spec.as_mut().unwrap();
+            spec.type_ = Some(type_.to_owned());
+            spec.load_balancer_class = class.map(str::to_owned);
+            s
+        };
+        assert!(sel.is_ours(&lb(None, "LoadBalancer")));
+        assert!(sel.is_ours(&lb(Some("ferrolb.io/ferrolb"), "LoadBalancer")));
+        assert!(!sel.is_ours(&lb(Some("other.io/lb"), "LoadBalancer")));
+        assert!(!sel.is_ours(&lb(None, "ClusterIP")));
+        let strict = Selection {
+            classless: false,
+            ..sel
+        };
+        assert!(!strict.is_ours(&lb(None, "LoadBalancer")));
+        assert!(strict.is_ours(&lb(Some("ferrolb.io/ferrolb"), "LoadBalancer")));
+    }
+
+    #[test]
+    fn pool_crd_becomes_a_pool() {
+        let crd: IPAddressPool = serde_yaml_ng::from_str(
+            "
+apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan}
+spec:
+  addresses: [192.0.2.128/26, 192.0.2.200-192.0.2.210, 2001:db8:0:1::/64]
+  autoAssign: false
+  avoidBuggyIPs: true
+  serviceAllocation:
+    priority: 5
+    namespaces: [shop]
+    serviceSelectors:
+      - matchExpressions: [{key: tier, operator: In, values: [front]}]
+",
+        )
+        .unwrap();
+        let p = pool(&crd).unwrap();
+        assert_eq!(p.name, "lan");
+        assert_eq!(p.ranges.len(), 3);
+        assert_eq!(p.auto_assign, alloc::AutoAssign::No);
+        assert_eq!(p.avoid_buggy_ips, alloc::BuggyIps::Avoid);
+        assert_eq!(p.allocation.priority, Some(5));
+        assert_eq!(p.allocation.namespaces, vec!["shop".to_owned()]);
+        assert_eq!(
+            p.allocation.service_selectors[0].match_expressions[0].operator,
+            alloc::Operator::In
+        );
+
+        let mut bad = crd.clone();
+        bad.spec.addresses = vec!["192.0.2.0/33".to_owned()];
+        assert!(pool(&bad).is_err());
+    }
+}

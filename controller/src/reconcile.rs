@@ -1,0 +1,474 @@
+//! The reconciler: whole stores in, the allocator in the middle, the differences written out.
+//!
+//! Allocation is global (one Service's IP depends on every other's), so instead of one
+//! reconcile per object this recomputes every Service on each change, which is cheap in
+//! memory (no API calls) and writes only what differs from what the Service shows. A new
+//! leader starts from an empty allocator, and the first pass rebuilds it from the Services'
+//! status, holders first: restarts and failovers are the ordinary code path.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_api::IPAddressPool;
+use ferrolb_core::alloc::{Allocator, Pool, PoolsReport, ServiceKey};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::convert::{self, Selection};
+use crate::error::Error;
+use crate::metrics::ControllerMetrics;
+use crate::status::{self, IpMode, PoolView, ServiceView};
+
+/// Changes arriving within this window are handled by one pass.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+/// A pass after a failed write.
+const RETRY: Duration = Duration::from_secs(2);
+/// A pass even when nothing changed, in case a write was lost.
+const RESYNC: Duration = Duration::from_secs(60);
+/// Writes in flight at once.
+const CONCURRENCY: usize = 32;
+
+/// Everything a pass reads and writes through.
+pub struct Context {
+    /// The client, for writes.
+    pub client: kube::Client,
+    /// Services, Namespaces and pools, as the watches see them.
+    pub services: Store<Service>,
+    /// Namespaces, for their labels.
+    pub namespaces: Store<Namespace>,
+    /// IPAddressPools.
+    pub pools: Store<IPAddressPool>,
+    /// Which Services are ours.
+    pub selection: Selection,
+    /// `ipMode` to write.
+    pub ip_mode: IpMode,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// The controller's metrics.
+    pub metrics: ControllerMetrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("selection", &self.selection)
+            .field("ip_mode", &self.ip_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs passes on every change while this replica leads, until `stop`.
+pub async fn run(
+    ctx: Context,
+    changed: Arc<Notify>,
+    mut leader: watch::Receiver<bool>,
+    stop: ferrolb_runtime::Shutdown,
+) {
+    for (store_ready, what) in [
+        (ctx.services.wait_until_ready().await, "services"),
+        (ctx.namespaces.wait_until_ready().await, "namespaces"),
+        (ctx.pools.wait_until_ready().await, "ipaddresspools"),
+    ] {
+        if store_ready.is_err() {
+            warn!(resource = what, "watch stopped before its first sync");
+            return;
+        }
+    }
+    let mut leading: Option<Leading> = None;
+    let mut next = RESYNC;
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = leader.changed() => {}
+            _ = tokio::time::sleep(next) => {}
+            _ = stop.wait() => return,
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        let is_leader = *leader.borrow_and_update();
+        ctx.metrics.set_leader(is_leader);
+        if !is_leader {
+            if leading.take().is_some() {
+                info!("not leading: stopped writing");
+            }
+            next = RESYNC;
+            continue;
+        }
+        let state = leading.get_or_insert_with(|| {
+            info!("leading: rebuilding the allocator from the Services' status");
+            Leading::default()
+        });
+        let started = std::time::Instant::now();
+        let failures = state.pass(&ctx, &leader).await;
+        debug!(elapsed = ?started.elapsed(), failures, "pass done");
+        next = if failures > 0 { RETRY } else { RESYNC };
+    }
+}
+
+/// What only the leader keeps: the allocator and what it has written lately.
+#[derive(Debug, Default)]
+struct Leading {
+    alloc: Allocator,
+    pools: Option<Vec<Pool>>,
+    report: PoolsReport,
+    /// Services the allocator may hold IPs for.
+    known: HashSet<ServiceKey>,
+    /// Per Service: the resourceVersion a write was based on and what was written, so a
+    /// store that has not seen our write yet does not make us write it again.
+    written: HashMap<ServiceKey, (String, ServiceView)>,
+    /// The same for pools.
+    written_pools: HashMap<String, (String, ferrolb_api::IPAddressPoolStatus)>,
+    pool_names: HashSet<String>,
+}
+
+/// One write to a Service.
+struct ServiceWrite {
+    svc: Arc<Service>,
+    key: ServiceKey,
+    have: ServiceView,
+    want: ServiceView,
+    event: Option<Event>,
+}
+
+impl Leading {
+    /// Recomputes everything; returns how many writes failed.
+    async fn pass(&mut self, ctx: &Context, leader: &watch::Receiver<bool>) -> usize {
+        let pool_objects = ctx.pools.state();
+        let mut pools = Vec::new();
+        let mut invalid_pools = HashMap::new();
+        for p in &pool_objects {
+            match convert::pool(p) {
+                Ok(pool) => pools.push(pool),
+                Err(why) => {
+                    invalid_pools.insert(p.name_any(), why);
+                }
+            }
+        }
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        if self.pools.as_ref() != Some(&pools) {
+            let report = self.alloc.set_pools(pools.clone());
+            if !report.invalidated.is_empty() {
+                info!(services = ?report.invalidated.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                      "pool change: these Services lost addresses and are reassigned");
+            }
+            self.report = report;
+            self.pools = Some(pools);
+        }
+
+        let writes = self.plan_services(ctx);
+        let mut failures = 0;
+        // Leadership is checked right before writing: a replica that lost it mid-pass
+        // must not act on what it computed.
+        if *leader.borrow() {
+            failures += self.write_services(ctx, writes).await;
+            failures += self.write_pools(ctx, &pool_objects, &invalid_pools).await;
+        }
+        failures
+    }
+
+    /// Runs the allocator over every Service and returns the writes that differ.
+    fn plan_services(&mut self, ctx: &Context) -> Vec<ServiceWrite> {
+        let ns_labels: HashMap<String, BTreeMap<String, String>> = ctx
+            .namespaces
+            .state()
+            .iter()
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect();
+        let empty = BTreeMap::new();
+
+        let mut ours = Vec::new();
+        let mut writes = Vec::new();
+        let mut live = HashSet::new();
+        for svc in ctx.services.state() {
+            let deleting = svc.metadata.deletion_timestamp.is_some();
+            if ctx.selection.is_ours(&svc) && !deleting {
+                live.insert(convert::service_key(&svc));
+                ours.push(svc);
+            } else if !deleting {
+                let have = status::observed(&svc);
+                // Only what we wrote is removed; a foreign Service we never touched is left be.
+                if have.has_our_marks() {
+                    let key = convert::service_key(&svc);
+                    let want = ServiceView::default();
+                    if !self.already_written(&svc, &key, &want) {
+                        let event = (!have.ingress.is_empty()).then(|| Event {
+                            type_: EventType::Normal,
+                            reason: "IPReleased".to_owned(),
+                            note: Some(format!(
+                                "released {}: the Service is no longer a LoadBalancer of class {}",
+                                ips_text(&have.ingress),
+                                ctx.selection.class
+                            )),
+                            action: "Release".to_owned(),
+                            secondary: None,
+                        });
+                        writes.push(ServiceWrite {
+                            svc,
+                            key,
+                            have,
+                            want,
+                            event,
+                        });
+                    }
+                }
+            }
+        }
+        // Freed first (deleted, no longer a LoadBalancer, other class), so pending Services
+        // can have their addresses in this same pass.
+        let gone: Vec<ServiceKey> = self.known.difference(&live).cloned().collect();
+        for key in gone {
+            self.alloc.release(&key);
+            self.known.remove(&key);
+            self.written.remove(&key);
+        }
+        // Holders before the rest, so nobody takes an address whose holder is not back yet;
+        // then oldest first, so the first come is the first served.
+        ours.sort_by_cached_key(|svc| {
+            (
+                convert::ingress_ips(svc).is_empty(),
+                svc.metadata.creation_timestamp.clone().map(|t| t.0),
+                convert::service_key(svc),
+            )
+        });
+        for svc in ours {
+            let key = convert::service_key(&svc);
+            let labels = ns_labels.get(&key.namespace).unwrap_or(&empty);
+            let outcome =
+                convert::service_request(&svc, labels).and_then(|req| self.alloc.assign(&req));
+            let have = status::observed(&svc);
+            let (want, event) = match outcome {
+                Ok(assignment) => {
+                    self.known.insert(key.clone());
+                    let want = status::allocated(&assignment.ips, ctx.ip_mode);
+                    let event = (ingress_addrs(&have) != assignment.addresses()).then(|| {
+                        let assigned = want.condition.as_ref().map(|c| c.2.clone()).unwrap_or_default();
+                        let note = if have.ingress.is_empty() {
+                            assigned
+                        } else {
+                            format!(
+                                "{} no longer usable by this Service (pool or request changed); {assigned}",
+                                ips_text(&have.ingress)
+                            )
+                        };
+                        Event {
+                            type_: EventType::Normal,
+                            reason: "IPAllocated".to_owned(),
+                            note: Some(note),
+                            action: "Allocate".to_owned(),
+                            secondary: None,
+                        }
+                    });
+                    (want, event)
+                }
+                Err(err) => {
+                    // `assign` has already released anything the Service held.
+                    self.alloc.release(&key);
+                    self.known.remove(&key);
+                    let message = err.to_string();
+                    let want = status::failed(err.reason(), &message);
+                    let event = (have.condition != want.condition || !have.ingress.is_empty())
+                        .then(|| {
+                            let note = if have.ingress.is_empty() {
+                                message.clone()
+                            } else {
+                                format!("released {}: {message}", ips_text(&have.ingress))
+                            };
+                            Event {
+                                type_: EventType::Warning,
+                                reason: "AllocationFailed".to_owned(),
+                                note: Some(note),
+                                action: "Allocate".to_owned(),
+                                secondary: None,
+                            }
+                        });
+                    (want, event)
+                }
+            };
+            if have == want || self.already_written(&svc, &key, &want) {
+                continue;
+            }
+            writes.push(ServiceWrite {
+                svc,
+                key,
+                have,
+                want,
+                event,
+            });
+        }
+        writes
+    }
+
+    /// Whether we wrote `want` based on the version the store still shows.
+    fn already_written(&self, svc: &Service, key: &ServiceKey, want: &ServiceView) -> bool {
+        match (self.written.get(key), &svc.metadata.resource_version) {
+            (Some((rv, wrote)), Some(now)) => rv == now && wrote == want,
+            _ => false,
+        }
+    }
+
+    async fn write_services(&mut self, ctx: &Context, writes: Vec<ServiceWrite>) -> usize {
+        if writes.is_empty() {
+            return 0;
+        }
+        debug!(count = writes.len(), "writing Services");
+        let results: Vec<(ServiceKey, Option<String>, ServiceView, Vec<Error>)> =
+            futures::stream::iter(writes)
+                .map(|w| async move {
+                    let errors = write_service(ctx, &w).await;
+                    (
+                        w.key,
+                        w.svc.metadata.resource_version.clone(),
+                        w.want,
+                        errors,
+                    )
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut failures = 0;
+        for (key, rv, want, errors) in results {
+            if errors.is_empty() {
+                if let Some(rv) = rv {
+                    self.written.insert(key, (rv, want));
+                }
+                continue;
+            }
+            for err in errors {
+                ctx.metrics.error(err.metric_label());
+                if err.is_benign() {
+                    debug!(error = %err, "write raced with a change; the next pass redoes it");
+                } else {
+                    warn!(error = %err, "write failed; retrying");
+                }
+                failures += 1;
+            }
+            self.written.remove(&key);
+        }
+        failures
+    }
+
+    async fn write_pools(
+        &mut self,
+        ctx: &Context,
+        pool_objects: &[Arc<IPAddressPool>],
+        invalid: &HashMap<String, String>,
+    ) -> usize {
+        let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
+        let mut failures = 0;
+        let mut names = HashSet::new();
+        for pool in pool_objects {
+            let name = pool.name_any();
+            names.insert(name.clone());
+            let counts = self.alloc.pool_counts(&name);
+            ctx.metrics
+                .pool(&name, "ipv4", counts.assigned_v4, counts.available_v4);
+            ctx.metrics
+                .pool(&name, "ipv6", counts.assigned_v6, counts.available_v6);
+            let view = PoolView {
+                counts: ferrolb_api::PoolCounts {
+                    assigned_v4: counts.assigned_v4,
+                    assigned_v6: counts.assigned_v6,
+                    available_v4: counts.available_v4,
+                    available_v6: counts.available_v6,
+                },
+                invalid: invalid.get(&name).cloned(),
+                overlapping: self
+                    .report
+                    .overlapping_with(&name)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            let want = status::desired_pool_status(pool, &view);
+            if !status::pool_status_differs(pool.status.as_ref(), &want) {
+                continue;
+            }
+            let rv = pool.resource_version().unwrap_or_default();
+            if let Some((written_rv, wrote)) = self.written_pools.get(&name)
+                && *written_rv == rv
+                && !status::pool_status_differs(Some(wrote), &want)
+            {
+                continue;
+            }
+            match status::write_pool_status(&api, &name, &want).await {
+                Ok(()) => {
+                    self.written_pools.insert(name, (rv, want));
+                }
+                Err(err) => {
+                    ctx.metrics.error(err.metric_label());
+                    if !err.is_benign() {
+                        warn!(error = %err, "pool status write failed; retrying");
+                    }
+                    failures += 1;
+                }
+            }
+        }
+        for gone in self.pool_names.difference(&names) {
+            ctx.metrics.forget_pool(gone);
+            self.written_pools.remove(gone);
+        }
+        self.pool_names = names;
+        failures
+    }
+}
+
+/// Status first (what `kubectl get svc` shows), then the annotation, then the Event.
+async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
+    let mut errors = Vec::new();
+    if status::status_differs(&w.have, &w.want)
+        && let Err(err) = status::write_service_status(&api, &w.svc, &w.want).await
+    {
+        // Without the status the rest would say something untrue.
+        errors.push(err);
+        return errors;
+    }
+    if w.have.pool_annotation != w.want.pool_annotation
+        && let Err(err) =
+            status::write_pool_annotation(&api, &w.svc, w.want.pool_annotation.as_deref()).await
+    {
+        errors.push(err);
+    }
+    if let Some(event) = &w.event {
+        match &w.want.condition {
+            Some((s, _, _)) if s == "True" => ctx.metrics.allocated(),
+            Some((_, reason, _)) => ctx.metrics.failed(reason),
+            None => {}
+        }
+        let reference = w.svc.object_ref(&());
+        if let Err(source) = ctx.recorder.publish(event, &reference).await {
+            // The allocation stands; a lost Event is not worth another write.
+            let err = Error::Event {
+                key: w.key.to_string(),
+                source,
+            };
+            ctx.metrics.error(err.metric_label());
+            warn!(error = %err, "event not published");
+        }
+    }
+    info!(
+        service = %w.key,
+        ips = %ips_text(&w.want.ingress),
+        condition = ?w.want.condition.as_ref().map(|c| (&c.0, &c.1)),
+        "service updated"
+    );
+    errors
+}
+
+fn ingress_addrs(view: &ServiceView) -> Vec<IpAddr> {
+    view.ingress.iter().map(|(ip, _)| *ip).collect()
+}
+
+fn ips_text(ingress: &[(IpAddr, Option<String>)]) -> String {
+    ingress
+        .iter()
+        .map(|(ip, _)| ip.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
