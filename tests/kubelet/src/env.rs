@@ -75,7 +75,9 @@ pub fn sources_needed(container: &Container) -> Vec<SourceRef> {
         }
     }
     for var in container.env.iter().flatten() {
-        let Some(from) = &var.value_from else { continue };
+        let Some(from) = &var.value_from else {
+            continue;
+        };
         if let Some(c) = &from.config_map_key_ref {
             out.push(SourceRef::ConfigMap(c.name.clone()));
         }
@@ -162,18 +164,27 @@ pub fn resolve(
     sources: &Sources,
 ) -> Result<Vec<(String, String)>, EnvError> {
     let mut vars: Vec<(String, String)> = service_vars(facts);
-    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| {
-        match vars.iter_mut().find(|(name, _)| *name == k) {
-            Some(slot) => slot.1 = v,
-            None => vars.push((k, v)),
-        }
+    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
+        .iter_mut()
+        .find(|(name, _)| *name == k)
+    {
+        Some(slot) => slot.1 = v,
+        None => vars.push((k, v)),
     };
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (data, what, optional) = if let Some(c) = &from.config_map_ref {
-            (sources.config_maps.get(&c.name), format!("ConfigMap {:?}", c.name), c.optional)
+            (
+                sources.config_maps.get(&c.name),
+                format!("ConfigMap {:?}", c.name),
+                c.optional,
+            )
         } else if let Some(s) = &from.secret_ref {
-            (sources.secrets.get(&s.name), format!("Secret {:?}", s.name), s.optional)
+            (
+                sources.secrets.get(&s.name),
+                format!("Secret {:?}", s.name),
+                s.optional,
+            )
         } else {
             continue;
         };
@@ -205,7 +216,14 @@ pub fn resolve(
                     let m = &sources.config_maps;
                     key_ref(m, "ConfigMap", &c.name, &c.key, c.optional, &var.name)?
                 } else if let Some(s) = &from.secret_key_ref {
-                    key_ref(&sources.secrets, "Secret", &s.name, &s.key, s.optional, &var.name)?
+                    key_ref(
+                        &sources.secrets,
+                        "Secret",
+                        &s.name,
+                        &s.key,
+                        s.optional,
+                        &var.name,
+                    )?
                 } else if from.resource_field_ref.is_some() {
                     return Err(EnvError::ResourceField {
                         var: var.name.clone(),
@@ -364,7 +382,10 @@ mod tests {
             .config_maps
             .insert("cm".into(), [("x".to_string(), "1".to_string())].into());
         let err = resolve(&pod(), &c, &facts(), &sources).unwrap_err();
-        assert!(matches!(err, EnvError::Missing { ref var, .. } if var == "S"), "{err}");
+        assert!(
+            matches!(err, EnvError::Missing { ref var, .. } if var == "S"),
+            "{err}"
+        );
         sources
             .secrets
             .insert("sec".into(), [("k".to_string(), "s3".to_string())].into());

@@ -53,8 +53,14 @@ const ECHO_IMAGES: &[(&str, EchoMode)] = &[
     ("gcr.io/k8s-staging-gateway-api/echo-basic", EchoMode::Http),
     ("registry.k8s.io/gateway-api/echo-basic", EchoMode::Http),
     // The Ingress conformance suite's backend (kubernetes-sigs/ingress-controller-conformance).
-    ("gcr.io/k8s-staging-ingressconformance/echoserver", EchoMode::Http),
-    ("registry.k8s.io/ingressconformance/echoserver", EchoMode::Http),
+    (
+        "gcr.io/k8s-staging-ingressconformance/echoserver",
+        EchoMode::Http,
+    ),
+    (
+        "registry.k8s.io/ingressconformance/echoserver",
+        EchoMode::Http,
+    ),
     ("k8s.gcr.io/ingressconformance/echoserver", EchoMode::Http),
 ];
 
@@ -70,13 +76,18 @@ const BINARY_IMAGES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
     /// The image maps to nothing the workspace builds.
-    #[error("image {image:?} is not available in the FerroLB lab (no registry or container engine); known images: {}", known_images())]
+    #[error(
+        "image {image:?} is not available in the FerroLB lab (no registry or container engine); known images: {}",
+        known_images()
+    )]
     NotInLab {
         /// The image as written in the Pod.
         image: String,
     },
     /// `command[0]` is a program the image does not contain.
-    #[error("image {image:?} only contains {binary}; command {command:?} cannot run in the FerroLB lab")]
+    #[error(
+        "image {image:?} only contains {binary}; command {command:?} cannot run in the FerroLB lab"
+    )]
     CommandNotInImage {
         /// The image as written in the Pod.
         image: String,
@@ -212,7 +223,10 @@ mod tests {
             repository("registry.k8s.io/gateway-api/echo-basic:v1.2@sha256:abcd"),
             "registry.k8s.io/gateway-api/echo-basic"
         );
-        assert_eq!(repository("localhost:5000/ferrolb-speaker"), "localhost:5000/ferrolb-speaker");
+        assert_eq!(
+            repository("localhost:5000/ferrolb-speaker"),
+            "localhost:5000/ferrolb-speaker"
+        );
         assert_eq!(
             repository("localhost:5000/ferrolb-speaker:dev"),
             "localhost:5000/ferrolb-speaker"
@@ -226,12 +240,27 @@ mod tests {
             ("ferrolb.io/lab/echo", Some(Program::Echo(Http))),
             ("ferrolb.io/lab/tcp-echo:latest", Some(Program::Echo(Tcp))),
             ("ferrolb.io/lab/udp-echo", Some(Program::Echo(Udp))),
-            ("gcr.io/k8s-staging-gateway-api/echo-basic:v20240412-v1.1.0", Some(Program::Echo(Http))),
-            ("registry.k8s.io/gateway-api/echo-basic@sha256:0123", Some(Program::Echo(Http))),
-            ("gcr.io/k8s-staging-ingressconformance/echoserver:v20221109-7ee2f3e", Some(Program::Echo(Http))),
-            ("ghcr.io/ferrolb/ferrolb-controller:0.1.0", Some(Program::Binary("ferrolb-controller"))),
+            (
+                "gcr.io/k8s-staging-gateway-api/echo-basic:v20240412-v1.1.0",
+                Some(Program::Echo(Http)),
+            ),
+            (
+                "registry.k8s.io/gateway-api/echo-basic@sha256:0123",
+                Some(Program::Echo(Http)),
+            ),
+            (
+                "gcr.io/k8s-staging-ingressconformance/echoserver:v20221109-7ee2f3e",
+                Some(Program::Echo(Http)),
+            ),
+            (
+                "ghcr.io/ferrolb/ferrolb-controller:0.1.0",
+                Some(Program::Binary("ferrolb-controller")),
+            ),
             ("ferrolb-speaker", Some(Program::Binary("ferrolb-speaker"))),
-            ("quay.io/x/ferrolb-ingress@sha256:00", Some(Program::Binary("ferrolb-ingress"))),
+            (
+                "quay.io/x/ferrolb-ingress@sha256:00",
+                Some(Program::Binary("ferrolb-ingress")),
+            ),
             ("nginx:1.27", None),
             ("ferrolb.io/lab/echo-extra", None),
             ("evil.example/lab/echo", None),
@@ -263,7 +292,13 @@ mod tests {
     #[test]
     fn ferrolb_images_take_command_and_args() {
         let l = launch("x/ferrolb-speaker:1", &[], &s(&["--node-name", "n1"]), &[]).unwrap();
-        assert_eq!(l, Launch { binary: "ferrolb-speaker", args: s(&["--node-name", "n1"]) });
+        assert_eq!(
+            l,
+            Launch {
+                binary: "ferrolb-speaker",
+                args: s(&["--node-name", "n1"])
+            }
+        );
         let l = launch(
             "x/ferrolb-speaker:1",
             &s(&["/usr/local/bin/ferrolb-speaker", "--log=json"]),

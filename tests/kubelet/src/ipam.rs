@@ -32,7 +32,9 @@ pub struct NodePlan {
 impl NodePlan {
     /// The plan of node `index`; `None` outside `1..=MAX_NODE_INDEX`.
     pub fn new(index: u8) -> Option<Self> {
-        (1..=MAX_NODE_INDEX).contains(&index).then_some(Self { index })
+        (1..=MAX_NODE_INDEX)
+            .contains(&index)
+            .then_some(Self { index })
     }
 
     /// The node's LAN IPv4 address.
@@ -151,7 +153,10 @@ mod tests {
         assert_eq!(pod.v6.to_string(), "2001:db8:1:3::25");
         assert_eq!(NodePlan::new(0), None);
         assert_eq!(NodePlan::new(245), None);
-        assert_eq!(NodePlan::new(244).unwrap().lan6().to_string(), "2001:db8:0:1::254");
+        assert_eq!(
+            NodePlan::new(244).unwrap().lan6().to_string(),
+            "2001:db8:0:1::254"
+        );
     }
 
     #[test]
@@ -161,7 +166,11 @@ mod tests {
         let b = ipam.allocate().unwrap();
         assert_eq!((a.host, b.host), (2, 3));
         ipam.release(a.host);
-        assert_eq!(ipam.allocate().unwrap().host, 4, "a released address is not reused at once");
+        assert_eq!(
+            ipam.allocate().unwrap().host,
+            4,
+            "a released address is not reused at once"
+        );
         assert_eq!(ipam.in_use(), 2);
     }
 
@@ -173,6 +182,10 @@ mod tests {
         assert_eq!((all[0], all[252]), (2, 254));
         assert_eq!(ipam.allocate(), None);
         ipam.release(100);
-        assert_eq!(ipam.allocate().unwrap().host, 100, "wraps around to the free one");
+        assert_eq!(
+            ipam.allocate().unwrap().host,
+            100,
+            "wraps around to the free one"
+        );
     }
 }

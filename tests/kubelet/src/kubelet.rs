@@ -116,7 +116,9 @@ fn dispatch(
     done: &HashSet<String>,
     tasks: &mut JoinSet<String>,
 ) {
-    let Some(uid) = pod.metadata.uid.clone() else { return };
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
     if let Some(h) = workers.get(&uid) {
         let _ = h.tx.send(Msg::Update(Box::new(pod)));
         return;

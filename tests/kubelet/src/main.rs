@@ -55,18 +55,21 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Before anything else: the parent that ran `ip netns exec` may not wait for us.
+    let host_mount_ns = net::remember_host_mount_ns();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     if args.log_json {
         fmt.json().init();
     } else {
         fmt.init();
     }
 
-    let plan = ipam::NodePlan::new(args.node_index).with_context(|| {
-        format!("--node-index must be 1..={}", ipam::MAX_NODE_INDEX)
-    })?;
+    let plan = ipam::NodePlan::new(args.node_index)
+        .with_context(|| format!("--node-index must be 1..={}", ipam::MAX_NODE_INDEX))?;
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -75,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_from(config)?;
     let bin_dir = std::path::absolute(&args.bin_dir)?;
     let pods_dir = std::path::absolute(args.state_dir.join("pods"))?;
-    std::fs::create_dir_all(&pods_dir).with_context(|| format!("creating {}", pods_dir.display()))?;
+    std::fs::create_dir_all(&pods_dir)
+        .with_context(|| format!("creating {}", pods_dir.display()))?;
 
     let shared = Arc::new(pod::Shared {
         client,
@@ -87,6 +91,11 @@ async fn main() -> anyhow::Result<()> {
         ipam: Mutex::new(ipam::Ipam::new(plan)),
     });
     info!(node = %args.node_name, index = plan.index, pod_cidr4 = %plan.pod_cidr4(), pod_cidr6 = %plan.pod_cidr6(), "ferrolb-kubelet starting");
+    if host_mount_ns.is_none() {
+        tracing::warn!(
+            "not started from another mount namespace (or it is gone): pod namespaces are made in the kubelet's own"
+        );
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

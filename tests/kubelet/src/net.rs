@@ -1,6 +1,9 @@
 //! Pod network namespaces, made with iproute2's `ip` (see ADR 0005 for why not rtnetlink).
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use tokio::process::Command;
 use tracing::debug;
@@ -60,6 +63,57 @@ async fn ip(args: &[&str]) -> Result<()> {
     run("ip", args).await.map(drop)
 }
 
+/// The host's mount namespace, held open for the kubelet's lifetime, and a path to it.
+static HOST_MOUNT_NS: OnceLock<Option<(File, String)>> = OnceLock::new();
+
+/// Remembers the mount namespace `ip netns add|del` must run in; call first thing in main.
+///
+/// The kubelet is started by `ip netns exec`, which puts it in a private *slave* mount
+/// namespace: a namespace file it bind-mounts under /run/netns would exist only for itself.
+/// Made in the host's mount namespace instead, the mount propagates to the host (so
+/// `lab down`, tests and humans can `ip netns exec` into pods) and down into the kubelet's
+/// namespace. The host's is the parent's (whoever ran `ip netns exec`); init's cannot be
+/// used, as /proc/1/ns may be unreadable even to root. Returns that namespace's path.
+pub fn remember_host_mount_ns() -> Option<&'static str> {
+    HOST_MOUNT_NS
+        .get_or_init(|| {
+            let parent = format!("/proc/{}/ns/mnt", std::os::unix::process::parent_id());
+            let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+            let theirs = std::fs::read_link(&parent).ok()?;
+            if ours == theirs {
+                return None;
+            }
+            // Keep it open: the parent may exit, the namespace must stay reachable.
+            let file = File::open(&parent).ok()?;
+            let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+            Some((file, path))
+        })
+        .as_ref()
+        .map(|(_, path)| path.as_str())
+}
+
+fn host_mount_ns() -> Option<&'static str> {
+    HOST_MOUNT_NS
+        .get()
+        .and_then(Option::as_ref)
+        .map(|(_, path)| path.as_str())
+}
+
+/// `ip netns <args>` in the host's mount namespace.
+async fn ip_netns(args: &[&str]) -> Result<String> {
+    let mut argv = vec!["netns"];
+    argv.extend_from_slice(args);
+    match host_mount_ns() {
+        Some(ns) => {
+            let mount = format!("--mount={ns}");
+            let mut full = vec![mount.as_str(), "--", "ip"];
+            full.extend_from_slice(&argv);
+            run("nsenter", &full).await
+        }
+        None => run("ip", &argv).await,
+    }
+}
+
 /// Creates namespace `ns` with `eth0` on `cbr0` holding `addrs`, default routes via the
 /// node's gateways, and `lo` up. Leftovers of the same name are removed first.
 pub async fn create(plan: NodePlan, ns: &str, addrs: PodAddrs) -> Result<()> {
@@ -69,9 +123,11 @@ pub async fn create(plan: NodePlan, ns: &str, addrs: PodAddrs) -> Result<()> {
     let v4 = format!("{}/24", addrs.v4);
     let v6 = format!("{}/64", addrs.v6);
     let (gw4, gw6) = (plan.gateway4().to_string(), plan.gateway6().to_string());
-    ip(&["netns", "add", ns]).await?;
+    ip_netns(&["add", ns]).await?;
     let steps: [&[&str]; 9] = [
-        &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        &[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
         &["link", "set", &veth, "master", BRIDGE, "up"],
         &["-n", ns, "link", "set", "lo", "up"],
         &["-n", ns, "link", "set", "eth0", "up"],
@@ -100,7 +156,7 @@ pub async fn delete(ns: &str) {
             let _ = run("kill", &["-KILL", pid]).await;
         }
     }
-    let _ = ip(&["netns", "del", ns]).await;
+    let _ = ip_netns(&["del", ns]).await;
 }
 
 /// This node's pod namespaces that exist now.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, NodeDaemonEndpoints, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
     NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -159,10 +159,30 @@ pub fn node_status(id: &Identity, now: Timestamp) -> NodeStatus {
         allocatable: Some(resources.clone()),
         capacity: Some(resources),
         conditions: Some(vec![
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "ferrolb process kubelet is posting ready status"),
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            cond(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "ferrolb process kubelet is posting ready status",
+            ),
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
@@ -230,7 +250,8 @@ pub async fn post_status(client: &kube::Client, id: &Identity) -> Result<()> {
 /// Renews the Lease.
 pub async fn renew_lease(client: &kube::Client, id: &Identity, node_uid: &str) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let mut obj = serde_json::to_value(lease(id, node_uid, Timestamp::now())).expect("a Lease serializes");
+    let mut obj =
+        serde_json::to_value(lease(id, node_uid, Timestamp::now())).expect("a Lease serializes");
     obj["apiVersion"] = "coordination.k8s.io/v1".into();
     obj["kind"] = "Lease".into();
     leases
@@ -298,7 +319,12 @@ mod tests {
         );
         assert!(spec.taints.is_none(), "registers without taints");
         let status = node_status(&id, Timestamp::now());
-        let addrs: Vec<_> = status.addresses.unwrap().into_iter().map(|a| (a.type_, a.address)).collect();
+        let addrs: Vec<_> = status
+            .addresses
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.type_, a.address))
+            .collect();
         assert_eq!(
             addrs,
             vec![
@@ -307,7 +333,12 @@ mod tests {
                 ("Hostname".into(), "node-2".into()),
             ]
         );
-        let ready = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True");
         assert_eq!(status.capacity.unwrap()["pods"].0, "110");
     }

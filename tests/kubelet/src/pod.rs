@@ -145,7 +145,9 @@ pub async fn run(sh: Arc<Shared>, pod: Pod, mut rx: mpsc::UnboundedReceiver<Msg>
         }
         w.tick().await;
         w.publish().await;
-        let wake = w.next_wake().unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
+        let wake = w
+            .next_wake()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Update(pod)) => w.pod = *pod,
@@ -205,7 +207,10 @@ impl Worker {
             token_refresh: None,
             token_ok: true,
             host_network: spec.host_network == Some(true),
-            restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+            restart_policy: spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
             start_time: Timestamp::now(),
             ctrs,
             last_status: None,
@@ -229,7 +234,14 @@ impl Worker {
             .iter()
             .enumerate()
             .filter(|(_, c)| image::program(&c.view.image).is_none())
-            .map(|(i, c)| (i, ImageError::NotInLab { image: c.view.image.clone() }))
+            .map(|(i, c)| {
+                (
+                    i,
+                    ImageError::NotInLab {
+                        image: c.view.image.clone(),
+                    },
+                )
+            })
             .collect();
         if !refused.is_empty() {
             warn!(pod = %self.key(), images = ?refused.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>(), "refusing pod: image not in the lab");
@@ -265,7 +277,12 @@ impl Worker {
             .pod
             .metadata
             .deletion_grace_period_seconds
-            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30);
         let grace = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
         cap.map_or(grace, |c| grace.min(c))
@@ -293,7 +310,8 @@ impl Worker {
             if let Err(e) = self.make_sandbox().await {
                 warn!(pod = %self.key(), error = %e, "sandbox failed; retrying");
                 for c in &mut self.ctrs {
-                    c.view.state = State::waiting("ContainerCreating", Some(format!("sandbox: {e}")));
+                    c.view.state =
+                        State::waiting("ContainerCreating", Some(format!("sandbox: {e}")));
                 }
                 self.sandbox_retry = Some(now + RETRY);
             }
@@ -399,7 +417,9 @@ impl Worker {
         let spec = self.ctrs[idx].spec.clone();
         let refs = env::sources_needed(&spec);
         let resolved = match runtime::fetch_sources(&self.sh.client, &self.namespace, &refs).await {
-            Ok(sources) => env::resolve(&self.pod, &spec, &facts, &sources).map_err(|e| e.to_string()),
+            Ok(sources) => {
+                env::resolve(&self.pod, &spec, &facts, &sources).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         let mut env = match resolved {
@@ -514,7 +534,8 @@ impl Worker {
             let spec = prober.spec().clone();
             let events = self.events.clone();
             tokio::spawn(async move {
-                let ok = runtime::check(&spec.check, ip, spec.timeout.max(Duration::from_secs(1))).await;
+                let ok =
+                    runtime::check(&spec.check, ip, spec.timeout.max(Duration::from_secs(1))).await;
                 let _ = events.send(Event::Probe {
                     idx,
                     generation,
@@ -539,7 +560,11 @@ impl Worker {
                 if c.generation != generation || c.pgid.is_none() {
                     return;
                 }
-                let prober = if liveness { c.liveness.as_mut() } else { c.readiness.as_mut() };
+                let prober = if liveness {
+                    c.liveness.as_mut()
+                } else {
+                    c.readiness.as_mut()
+                };
                 let Some(prober) = prober else { return };
                 let changed = prober.record(ok, now.into_std());
                 match (liveness, changed) {
@@ -565,7 +590,13 @@ impl Worker {
         }
     }
 
-    fn on_exit(&mut self, idx: usize, generation: u64, status: std::process::ExitStatus, now: Instant) {
+    fn on_exit(
+        &mut self,
+        idx: usize,
+        generation: u64,
+        status: std::process::ExitStatus,
+        now: Instant,
+    ) {
         let key = self.key();
         let policy = self.restart_policy.clone();
         let c = &mut self.ctrs[idx];
@@ -597,7 +628,10 @@ impl Worker {
             c.view.last = Some(ended);
             c.view.state = State::waiting(
                 "CrashLoopBackOff",
-                Some(format!("back-off {delay:?} restarting failed container {}", c.view.name)),
+                Some(format!(
+                    "back-off {delay:?} restarting failed container {}",
+                    c.view.name
+                )),
             );
         } else {
             c.next_start = None;
@@ -646,7 +680,10 @@ impl Worker {
         }
         let api: Api<Pod> = Api::namespaced(self.sh.client.clone(), &self.namespace);
         let body = serde_json::json!({ "status": status });
-        match api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        match api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
             Ok(_) => {
                 debug!(pod = %self.key(), phase = ?status.phase, "status written");
                 self.last_status = Some(status);
@@ -682,7 +719,8 @@ impl Worker {
                 runtime::signal_group(pgid, "KILL").await;
             }
         }
-        self.wait_exits(Instant::now() + Duration::from_secs(5), events).await;
+        self.wait_exits(Instant::now() + Duration::from_secs(5), events)
+            .await;
         if let Some(ns) = self.netns.take() {
             net::delete(&ns).await;
         }

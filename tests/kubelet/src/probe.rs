@@ -234,7 +234,12 @@ mod tests {
         let c = container(json!({"name": "c", "ports": [
             {"containerPort": 3000}, {"containerPort": 53, "protocol": "UDP"}, {"containerPort": 9000}
         ]}));
-        assert_eq!(readiness(&c).check, Check::Tcp { ports: vec![3000, 9000] });
+        assert_eq!(
+            readiness(&c).check,
+            Check::Tcp {
+                ports: vec![3000, 9000]
+            }
+        );
         let c = container(json!({"name": "c"}));
         assert_eq!(readiness(&c).check, Check::Always);
     }
@@ -249,7 +254,9 @@ mod tests {
         let r = readiness(&c);
         assert_eq!(r.period, Duration::from_secs(3));
         assert_eq!((r.success_threshold, r.failure_threshold), (1, 3));
-        assert!(matches!(r.check, Check::Http { port: 8080, ref path, https: false, .. } if path == "/readyz"));
+        assert!(
+            matches!(r.check, Check::Http { port: 8080, ref path, https: false, .. } if path == "/readyz")
+        );
         let l = liveness(&c).unwrap();
         assert!(matches!(l.check, Check::Invalid(ref m) if m.contains("nope")));
     }
@@ -271,7 +278,10 @@ mod tests {
         let mut p = Prober::new(spec(5, 10, 1, 3), t0, false);
         assert!(!p.start_if_due(t0 + Duration::from_secs(4)));
         assert!(p.start_if_due(t0 + Duration::from_secs(5)));
-        assert!(!p.start_if_due(t0 + Duration::from_secs(6)), "one probe at a time");
+        assert!(
+            !p.start_if_due(t0 + Duration::from_secs(6)),
+            "one probe at a time"
+        );
         assert_eq!(p.next_due(), None);
         assert_eq!(p.record(true, t0 + Duration::from_secs(6)), Some(true));
         assert_eq!(p.next_due(), Some(t0 + Duration::from_secs(16)));

@@ -75,7 +75,10 @@ pub fn spawn(s: &Spawn) -> Result<Child> {
         .map_err(Error::io(&s.log))?;
     let log2 = log.try_clone().map_err(Error::io(&s.log))?;
     cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .envs(s.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&s.cwd)
         .stdin(Stdio::null())
@@ -115,7 +118,10 @@ async fn check_inner(check: &Check, ip: IpAddr) -> bool {
         Check::Invalid(_) => false,
         Check::Tcp { ports } => {
             for port in ports {
-                if TcpStream::connect(SocketAddr::new(ip, *port)).await.is_err() {
+                if TcpStream::connect(SocketAddr::new(ip, *port))
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
             }
@@ -208,7 +214,10 @@ pub async fn write_token(client: &kube::Client, t: &TokenFor<'_>, dir: &Path) ->
         },
         ..Default::default()
     };
-    let what = format!("token for ServiceAccount {}/{}", t.namespace, t.service_account);
+    let what = format!(
+        "token for ServiceAccount {}/{}",
+        t.namespace, t.service_account
+    );
     let issued = sas
         .create_token_request(t.service_account, &PostParams::default(), &request)
         .await
@@ -222,7 +231,10 @@ pub async fn write_token(client: &kube::Client, t: &TokenFor<'_>, dir: &Path) ->
     let ca = cms
         .get("kube-root-ca.crt")
         .await
-        .map_err(Error::kube(format!("ConfigMap {}/kube-root-ca.crt", t.namespace)))?
+        .map_err(Error::kube(format!(
+            "ConfigMap {}/kube-root-ca.crt",
+            t.namespace
+        )))?
         .data
         .and_then(|mut d| d.remove("ca.crt"))
         .unwrap_or_default();
@@ -241,20 +253,32 @@ pub async fn write_token(client: &kube::Client, t: &TokenFor<'_>, dir: &Path) ->
 
 /// Fetches the ConfigMaps and Secrets an environment refers to; missing ones are left out
 /// (the resolver decides whether that is an error).
-pub async fn fetch_sources(client: &kube::Client, namespace: &str, refs: &[SourceRef]) -> Result<Sources> {
+pub async fn fetch_sources(
+    client: &kube::Client,
+    namespace: &str,
+    refs: &[SourceRef],
+) -> Result<Sources> {
     let mut sources = Sources::default();
     for r in refs {
         match r {
             SourceRef::ConfigMap(name) => {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-                let got = api.get_opt(name).await.map_err(Error::kube(format!("ConfigMap {name}")))?;
+                let got = api
+                    .get_opt(name)
+                    .await
+                    .map_err(Error::kube(format!("ConfigMap {name}")))?;
                 if let Some(cm) = got {
-                    sources.config_maps.insert(name.clone(), cm.data.unwrap_or_default());
+                    sources
+                        .config_maps
+                        .insert(name.clone(), cm.data.unwrap_or_default());
                 }
             }
             SourceRef::Secret(name) => {
                 let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-                let got = api.get_opt(name).await.map_err(Error::kube(format!("Secret {name}")))?;
+                let got = api
+                    .get_opt(name)
+                    .await
+                    .map_err(Error::kube(format!("Secret {name}")))?;
                 if let Some(s) = got {
                     let data: BTreeMap<String, String> = s
                         .data

@@ -71,7 +71,14 @@ impl State {
                 terminated: Some(ContainerStateTerminated {
                     exit_code: *exit_code,
                     signal: *signal,
-                    reason: Some(if *exit_code == 0 { "Completed" } else { "Error" }.into()),
+                    reason: Some(
+                        if *exit_code == 0 {
+                            "Completed"
+                        } else {
+                            "Error"
+                        }
+                        .into(),
+                    ),
                     started_at: Some(Time(*started)),
                     finished_at: Some(Time(*finished)),
                     ..Default::default()
@@ -181,7 +188,13 @@ pub fn build(view: &PodView, prev: Option<&PodStatus>, now: Timestamp) -> PodSta
         !view.containers.is_empty() && view.containers.iter().all(|c| c.running() && c.ready);
     let not_ready = Some("ContainersNotReady");
     let conditions = vec![
-        condition("PodReadyToStartContainers", view.sandbox_ready, None, prev, now),
+        condition(
+            "PodReadyToStartContainers",
+            view.sandbox_ready,
+            None,
+            prev,
+            now,
+        ),
         condition("Initialized", true, None, prev, now),
         condition("ContainersReady", containers_ready, not_ready, prev, now),
         condition("Ready", containers_ready, not_ready, prev, now),
@@ -298,31 +311,63 @@ mod tests {
         let backoff = State::waiting("CrashLoopBackOff", None);
         let cases = [
             ("Always", vec![c(creating.clone(), None, false)], "Pending"),
-            ("Always", vec![c(run.clone(), None, false), c(creating, None, false)], "Pending"),
+            (
+                "Always",
+                vec![c(run.clone(), None, false), c(creating, None, false)],
+                "Pending",
+            ),
             ("Always", vec![c(run.clone(), None, true)], "Running"),
             ("Always", vec![c(backoff, Some(term(1)), false)], "Running"),
             ("Never", vec![c(term(0), None, false)], "Succeeded"),
-            ("Never", vec![c(term(0), None, false), c(term(2), None, false)], "Failed"),
+            (
+                "Never",
+                vec![c(term(0), None, false), c(term(2), None, false)],
+                "Failed",
+            ),
             ("OnFailure", vec![c(term(0), None, false)], "Succeeded"),
-            ("Never", vec![c(run, None, false), c(term(2), None, false)], "Running"),
+            (
+                "Never",
+                vec![c(run, None, false), c(term(2), None, false)],
+                "Running",
+            ),
         ];
         for (policy, containers, want) in cases {
-            assert_eq!(phase(&view(policy, containers.clone())), want, "{policy} {containers:?}");
+            assert_eq!(
+                phase(&view(policy, containers.clone())),
+                want,
+                "{policy} {containers:?}"
+            );
         }
     }
 
     #[test]
     fn ready_pod_status() {
-        let v = view("Always", vec![c(State::Running { started: ts(1) }, None, true)]);
+        let v = view(
+            "Always",
+            vec![c(State::Running { started: ts(1) }, None, true)],
+        );
         let s = build(&v, None, ts(5));
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("198.18.1.2"));
         assert_eq!(s.pod_ips.as_ref().unwrap().len(), 2);
         assert_eq!(s.host_ip.as_deref(), Some("192.0.2.11"));
         let cond = |t: &str| {
-            s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap().status.clone()
+            s.conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .status
+                .clone()
         };
-        for t in ["PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"] {
+        for t in [
+            "PodScheduled",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+            "PodReadyToStartContainers",
+        ] {
             assert_eq!(cond(t), "True", "{t}");
         }
         let cs = &s.container_statuses.as_ref().unwrap()[0];
@@ -333,17 +378,36 @@ mod tests {
 
     #[test]
     fn transition_times_stay_while_status_is_unchanged() {
-        let not_ready = view("Always", vec![c(State::Running { started: ts(1) }, None, false)]);
+        let not_ready = view(
+            "Always",
+            vec![c(State::Running { started: ts(1) }, None, false)],
+        );
         let first = build(&not_ready, None, ts(5));
         let again = build(&not_ready, Some(&first), ts(9));
         assert_eq!(first, again, "nothing changed, nothing to write");
-        let ready = view("Always", vec![c(State::Running { started: ts(1) }, None, true)]);
+        let ready = view(
+            "Always",
+            vec![c(State::Running { started: ts(1) }, None, true)],
+        );
         let next = build(&ready, Some(&again), ts(10));
         let t = |s: &PodStatus, kind: &str| {
-            let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == kind).unwrap();
-            (c.status.clone(), c.reason.clone(), c.last_transition_time.clone().unwrap().0)
+            let c = s
+                .conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == kind)
+                .unwrap();
+            (
+                c.status.clone(),
+                c.reason.clone(),
+                c.last_transition_time.clone().unwrap().0,
+            )
         };
-        assert_eq!(t(&first, "Ready"), ("False".into(), Some("ContainersNotReady".into()), ts(5)));
+        assert_eq!(
+            t(&first, "Ready"),
+            ("False".into(), Some("ContainersNotReady".into()), ts(5))
+        );
         assert_eq!(t(&next, "Ready"), ("True".into(), None, ts(10)));
         assert_eq!(t(&next, "Initialized").2, ts(5));
     }
@@ -352,14 +416,23 @@ mod tests {
     fn refused_image_is_waiting_with_reason() {
         let mut v = view(
             "Always",
-            vec![c(State::waiting("ImageNotInLab", Some("image \"nginx\" ...".into())), None, false)],
+            vec![c(
+                State::waiting("ImageNotInLab", Some("image \"nginx\" ...".into())),
+                None,
+                false,
+            )],
         );
         v.sandbox_ready = false;
         v.pod_ips.clear();
         let s = build(&v, None, ts(0));
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         assert_eq!(s.pod_ip, None);
-        let w = s.container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+        let w = s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
         assert_eq!(w.reason.as_deref(), Some("ImageNotInLab"));
     }
 
@@ -371,8 +444,17 @@ mod tests {
         assert!(!should_restart("Never", 1));
         let short = Duration::from_secs(1);
         assert_eq!(next_backoff(None, short), BACKOFF_START);
-        assert_eq!(next_backoff(Some(Duration::from_secs(4)), short), Duration::from_secs(8));
-        assert_eq!(next_backoff(Some(Duration::from_secs(50)), short), BACKOFF_MAX);
-        assert_eq!(next_backoff(Some(Duration::from_secs(50)), BACKOFF_RESET), BACKOFF_START);
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(4)), short),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(50)), short),
+            BACKOFF_MAX
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(50)), BACKOFF_RESET),
+            BACKOFF_START
+        );
     }
 }
