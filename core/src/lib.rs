@@ -3,3 +3,4 @@ pub mod alloc;
 pub mod announce;
 pub mod bgp;
 pub mod l2;
+pub mod forward;

@@ -1,0 +1,252 @@
+//! Property tests of the forwarding plan, its diff, and its nftables transactions.
+
+use ferrolb_core::forward::nft::{NftConfig, delta_transaction, full_transaction};
+use ferrolb_core::forward::{
+    Backends, Endpoint, EndpointConditions, EndpointPool, ForwardService, Protocol, ServiceKey,
+    ServicePort, SessionAffinity, TrafficPolicy, diff, plan,
+};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+const NODE: &str = "node-a";
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        (1u8..6).prop_map(|i| IpAddr::from([198, 18, 1, i])),
+        (1u16..4).prop_map(|i| IpAddr::from([0x2001, 0xdb8, 0xb1, 0, 0, 0, 0, i])),
+    ]
+}
+
+fn endpoint() -> impl Strategy<Value = Endpoint> {
+    (
+        ip(),
+        prop::sample::subsequence(vec!["a", "b"], 0..=2),
+        any::<[bool; 3]>(),
+        prop::option::of(0..3u8),
+    )
+        .prop_map(
+            |(ip, names, [ready, serving, terminating], node)| Endpoint {
+                ip,
+                ports: names
+                    .into_iter()
+                    .map(|n| (n.to_string(), if n == "a" { 8080 } else { 8443 }))
+                    .collect(),
+                conditions: EndpointConditions {
+                    ready,
+                    serving,
+                    terminating,
+                },
+                node: node.map(|n| format!("node-{}", (b'a' + n) as char)),
+            },
+        )
+}
+
+fn service() -> impl Strategy<Value = ForwardService> {
+    let vip = prop_oneof![
+        (10u8..13).prop_map(|i| IpAddr::from([192, 0, 2, i])),
+        (10u16..12).prop_map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i])),
+    ];
+    (
+        0..4usize,
+        prop::collection::vec(vip, 0..3),
+        prop::sample::subsequence(
+            vec![
+                ("a", Protocol::Tcp, 80u16),
+                ("b", Protocol::Udp, 53),
+                ("a", Protocol::Sctp, 80),
+            ],
+            1..=3,
+        ),
+        any::<bool>(),
+        prop::option::of(1u32..100),
+        prop::sample::subsequence(
+            vec!["192.0.2.0/28", "192.0.2.0/24", "2001:db8:1::/64"],
+            0..=2,
+        ),
+        prop::collection::vec(endpoint(), 0..5),
+    )
+        .prop_map(
+            |(name, vips, ports, local, aff, ranges, endpoints)| ForwardService {
+                key: ServiceKey::new("ns", format!("svc{name}")),
+                vips,
+                ports: ports
+                    .into_iter()
+                    .map(|(n, protocol, port)| ServicePort {
+                        name: n.into(),
+                        protocol,
+                        port,
+                    })
+                    .collect(),
+                external_traffic_policy: if local {
+                    TrafficPolicy::Local
+                } else {
+                    TrafficPolicy::Cluster
+                },
+                session_affinity: aff.map_or(SessionAffinity::None, |timeout_s| {
+                    SessionAffinity::ClientIp { timeout_s }
+                }),
+                source_ranges: ranges.into_iter().map(|r| r.parse().unwrap()).collect(),
+                endpoints,
+            },
+        )
+}
+
+/// Services with distinct keys, as Kubernetes guarantees.
+fn services() -> impl Strategy<Value = Vec<ForwardService>> {
+    prop::collection::vec(service(), 0..5).prop_map(|v| {
+        let mut seen = BTreeSet::new();
+        v.into_iter()
+            .filter(|s| seen.insert(s.key.clone()))
+            .collect()
+    })
+}
+
+/// A model of the kernel's table that enforces what a transaction must respect: objects exist
+/// before use, and nothing referenced is deleted.
+#[derive(Debug, Default, PartialEq)]
+struct Model {
+    sets: BTreeMap<String, String>,
+    chains: BTreeMap<String, Vec<String>>,
+    elements: BTreeMap<(String, String), String>,
+}
+
+impl Model {
+    fn referenced(&self, name: &str) -> bool {
+        let word = |s: &str| s.split([' ', '@', ',']).any(|w| w == name);
+        self.chains.values().flatten().any(|r| word(r)) || self.elements.values().any(|v| word(v))
+    }
+
+    fn run(&mut self, script: &str) {
+        for line in script.lines() {
+            let w: Vec<&str> = line.splitn(6, ' ').collect();
+            match (w[0], w[1]) {
+                ("add", "table") | ("delete", "table") => *self = Model::default(),
+                ("add", "map") => {}
+                ("add", "set") => assert!(
+                    self.sets.insert(w[4].into(), w[5].into()).is_none(),
+                    "{line}"
+                ),
+                ("delete", "set") => {
+                    assert!(!self.referenced(w[4]), "set still used: {line}");
+                    self.sets.remove(w[4]).expect(line);
+                }
+                ("add", "chain") => assert!(
+                    self.chains.insert(w[4].into(), vec![]).is_none() || w.len() > 5,
+                    "{line}"
+                ),
+                ("flush", "chain") => self.chains.get_mut(w[4]).expect(line).clear(),
+                ("delete", "chain") => {
+                    assert!(!self.referenced(w[4]), "chain still used: {line}");
+                    self.chains.remove(w[4]).expect(line);
+                }
+                ("add", "rule") => {
+                    for t in w[5]
+                        .split([' ', '@', ','])
+                        .filter(|t| t.starts_with("ep-") || t.starts_with("aff-"))
+                    {
+                        assert!(
+                            self.chains.contains_key(t) || self.sets.contains_key(t),
+                            "dangling {t}: {line}"
+                        );
+                    }
+                    self.chains.get_mut(w[4]).expect(line).push(w[5].into());
+                }
+                ("add", "element") => {
+                    let (key, verdict) = w[5]
+                        .trim_matches(['{', '}', ' '])
+                        .split_once(" : ")
+                        .unwrap();
+                    let target = verdict.trim_start_matches("goto ");
+                    assert!(
+                        self.chains.contains_key(target),
+                        "dangling {target}: {line}"
+                    );
+                    let old = self
+                        .elements
+                        .insert((w[4].into(), key.into()), verdict.into());
+                    assert!(old.is_none(), "element exists: {line}");
+                }
+                ("delete", "element") => {
+                    let key = w[5].trim_matches(['{', '}', ' ']);
+                    self.elements
+                        .remove(&(w[4].to_string(), key.to_string()))
+                        .expect(line);
+                }
+                _ => panic!("unknown command {line}"),
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn plan_is_deterministic(mut services in services()) {
+        let a = plan(&services, NODE);
+        services.reverse();
+        prop_assert_eq!(a, plan(&services, NODE));
+    }
+
+    #[test]
+    fn backends_follow_kube_proxy_rules(services in services()) {
+        let planned = plan(&services, NODE);
+        for svc in &services {
+            let Some(sp) = planned.plan.services.get(&svc.key) else { continue };
+            let local = svc.external_traffic_policy == TrafficPolicy::Local;
+            for (fe, backends) in &sp.frontends {
+                let name = &svc.ports.iter().find(|p| p.protocol == fe.protocol && p.port == fe.port).unwrap().name;
+                let usable: Vec<&Endpoint> = svc.endpoints.iter()
+                    .filter(|e| e.ip.is_ipv4() == fe.vip.is_ipv4() && e.ports.contains_key(name))
+                    .filter(|e| !local || e.node.as_deref() == Some(NODE))
+                    .collect();
+                let addrs = |f: &dyn Fn(&EndpointConditions) -> bool| -> BTreeSet<_> {
+                    usable.iter().filter(|e| f(&e.conditions)).map(|e| std::net::SocketAddr::new(e.ip, e.ports[name])).collect()
+                };
+                let ready = addrs(&|c| c.ready);
+                let term = addrs(&|c| c.serving && c.terminating);
+                match backends {
+                    Backends::Forward { backends, pool: EndpointPool::Ready } => {
+                        prop_assert_eq!(backends.iter().copied().collect::<BTreeSet<_>>(), ready);
+                    }
+                    Backends::Forward { backends, pool: EndpointPool::Terminating } => {
+                        prop_assert!(ready.is_empty());
+                        prop_assert_eq!(backends.iter().copied().collect::<BTreeSet<_>>(), term);
+                    }
+                    Backends::Reject(_) => prop_assert!(ready.is_empty() && term.is_empty()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn diff_of_equal_plans_is_empty(services in services()) {
+        let p = plan(&services, NODE).plan;
+        prop_assert!(diff(&p, &p).is_empty());
+    }
+
+    #[test]
+    fn applying_diff_gives_target(a in services(), b in services()) {
+        let (pa, pb) = (plan(&a, NODE).plan, plan(&b, NODE).plan);
+        let changes = diff(&pa, &pb);
+        let mut applied = pa.clone();
+        applied.apply(&changes);
+        prop_assert_eq!(&applied, &pb);
+        for c in &changes {
+            prop_assert!(pa.services.get(c.key()) != pb.services.get(c.key()), "unchanged service in diff");
+        }
+    }
+
+    #[test]
+    fn delta_transaction_reaches_the_full_ruleset(a in services(), b in services()) {
+        let cfg = NftConfig::default();
+        let (pa, pb) = (plan(&a, NODE).plan, plan(&b, NODE).plan);
+        let mut incremental = Model::default();
+        incremental.run(&full_transaction(&cfg, &pa));
+        incremental.run(&delta_transaction(&cfg, &pa, &diff(&pa, &pb)));
+        let mut fresh = Model::default();
+        fresh.run(&full_transaction(&cfg, &pb));
+        prop_assert_eq!(incremental, fresh);
+    }
+}
