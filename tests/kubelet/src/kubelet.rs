@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -53,7 +53,10 @@ pub async fn run(sh: Arc<Shared>, shutdown: impl Future<Output = ()>) {
 
     let pods: Api<Pod> = Api::all(sh.client.clone());
     let selector = format!("spec.nodeName={}", sh.node.name);
-    let mut stream = watcher(pods, watcher::Config::default().fields(&selector)).boxed();
+    // Back off on errors (API server not up yet, restarts) instead of retrying in a loop.
+    let mut stream = watcher(pods, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
     let mut workers: HashMap<String, Handle> = HashMap::new();
     // Pods whose worker already finished (deleted them or saw them go): late events for
     // them must not start them again.
