@@ -1,0 +1,45 @@
+//! Errors of the forwarder adapters.
+
+use std::process::ExitStatus;
+
+/// What went wrong programming the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// `nft` could not be started (not installed? install Debian's `nftables`).
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program that failed to start.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` refused the transaction; nothing of it was applied.
+    #[error("nft failed ({status}): {stderr}")]
+    Nft {
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it printed.
+        stderr: String,
+    },
+    /// Reading a sysctl failed.
+    #[error("cannot read {path}: {source}")]
+    Sysctl {
+        /// The /proc/sys path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ForwardError {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ForwardError::Spawn { .. } => "spawn",
+            ForwardError::Nft { .. } => "nft",
+            ForwardError::Sysctl { .. } => "sysctl",
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! FerroLB's L4 forwarder adapters: program the kernel from ferrolb-core's forwarding plan.
+//!
+//! The kernel path renders plans with [`ferrolb_core::forward::nft`] and hands each transaction
+//! to Debian's `nft -f -` (one netlink batch, applied atomically). See
+//! docs/decisions/0009-forwarder.md for why not a netlink crate.
+
+mod error;
+mod nft;
+mod sysctl;
+
+pub use error::ForwardError;
+pub use nft::{ApplyKind, ApplyReport, NftForwarder};
+pub use sysctl::{IpForwarding, ip_forwarding};

@@ -1,0 +1,540 @@
+//! The nftables forwarder against the real kernel, inside network namespaces this test creates
+//! (`ferrolb-fwdtest-*`, removed on drop). Topology:
+//!
+//! ```text
+//! cl1 192.0.2.2/28, 2001:db8:1::2 ─┐                 ┌─ b1 198.18.1.2, 2001:db8:b1::2
+//!                                  ├── fw (forwarder) ┤
+//! cl2 192.0.2.18/28 ───────────────┘                 └─ b2 198.18.2.2, 2001:db8:b2::2
+//! ```
+//! VIPs (192.0.2.200, 2001:db8:ff::10) live on no interface: clients reach them through `fw`.
+
+use ferrolb_core::forward::{
+    Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Protocol, ServiceKey,
+    ServicePort, SessionAffinity, TrafficPolicy, plan,
+};
+use ferrolb_forward::{ApplyKind, NftForwarder};
+use nix::sched::{CloneFlags, setns};
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const VIP4: &str = "192.0.2.200";
+const VIP6: &str = "2001:db8:ff::10";
+const NODE: &str = "node-fw";
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// A veth from the forwarder: peer namespace, forwarder-side name, addresses, IPv6 addresses.
+type Link<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+);
+
+/// The namespaces of one test; deleted when dropped, also when the test fails.
+struct Lab {
+    fw: String,
+    cl1: String,
+    cl2: String,
+    b1: String,
+    b2: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.fw, &self.cl1, &self.cl2, &self.b1, &self.b2] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let name = |role: &str| format!("ferrolb-fwdtest-{id}-{role}");
+        let lab = Lab {
+            fw: name("fw"),
+            cl1: name("cl1"),
+            cl2: name("cl2"),
+            b1: name("b1"),
+            b2: name("b2"),
+        };
+        for ns in [&lab.fw, &lab.cl1, &lab.cl2, &lab.b1, &lab.b2] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.fw,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.fw,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        let links: [Link; 4] = [
+            (
+                &lab.cl1,
+                "c1",
+                "192.0.2.1/28",
+                "192.0.2.2/28",
+                Some(("2001:db8:1::1/64", "2001:db8:1::2/64")),
+            ),
+            (&lab.cl2, "c2", "192.0.2.17/28", "192.0.2.18/28", None),
+            (
+                &lab.b1,
+                "b1",
+                "198.18.1.1/24",
+                "198.18.1.2/24",
+                Some(("2001:db8:b1::1/64", "2001:db8:b1::2/64")),
+            ),
+            (
+                &lab.b2,
+                "b2",
+                "198.18.2.1/24",
+                "198.18.2.2/24",
+                Some(("2001:db8:b2::1/64", "2001:db8:b2::2/64")),
+            ),
+        ];
+        for (peer, dev, fw_addr, peer_addr, v6) in links {
+            sh(&[
+                "ip", "-n", &lab.fw, "link", "add", dev, "type", "veth", "peer", "name", "eth0",
+                "netns", peer,
+            ]);
+            sh(&["ip", "-n", &lab.fw, "addr", "add", fw_addr, "dev", dev]);
+            sh(&["ip", "-n", peer, "addr", "add", peer_addr, "dev", "eth0"]);
+            sh(&["ip", "-n", &lab.fw, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", peer, "link", "set", "eth0", "up"]);
+            let gw4 = fw_addr.split('/').next().unwrap();
+            sh(&["ip", "-n", peer, "route", "add", "default", "via", gw4]);
+            if let Some((fw6, peer6)) = v6 {
+                sh(&["ip", "-n", &lab.fw, "addr", "add", fw6, "dev", dev, "nodad"]);
+                sh(&[
+                    "ip", "-n", peer, "addr", "add", peer6, "dev", "eth0", "nodad",
+                ]);
+                sh(&[
+                    "ip",
+                    "-n",
+                    peer,
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    fw6.split('/').next().unwrap(),
+                ]);
+            }
+        }
+        echo_server(&lab.b1, "b1");
+        echo_server(&lab.b2, "b2");
+        lab
+    }
+
+    fn forwarder(&self) -> NftForwarder {
+        let argv = ["ip", "netns", "exec", &self.fw, "nft"]
+            .map(String::from)
+            .to_vec();
+        NftForwarder::new("ferrolb").with_command(argv)
+    }
+}
+
+/// TCP and UDP echo on port 8080 that answer `<tag> <peer address>`.
+fn echo_server(ns: &str, tag: &'static str) {
+    let (tcp, udp) = in_ns(ns, || {
+        (
+            TcpListener::bind("[::]:8080").expect("tcp bind"),
+            UdpSocket::bind("[::]:8080").expect("udp bind"),
+        )
+    });
+    std::thread::spawn(move || {
+        for mut conn in tcp.incoming().flatten() {
+            let peer = conn
+                .peer_addr()
+                .map(|p| p.ip().to_canonical().to_string())
+                .unwrap_or_default();
+            let _ = conn.write_all(format!("{tag} {peer}").as_bytes());
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(
+                format!("{tag} {}", peer.ip().to_canonical()).as_bytes(),
+                peer,
+            );
+        }
+    });
+}
+
+/// One TCP request from `ns` to `to`: the echo's answer, or the error kind and how long it took.
+fn tcp_get(ns: &str, to: SocketAddr) -> Result<String, (ErrorKind, Duration)> {
+    in_ns(ns, move || {
+        let start = Instant::now();
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+            .map_err(|e| (e.kind(), start.elapsed()))?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out)
+            .map_err(|e| (e.kind(), start.elapsed()))?;
+        Ok(out)
+    })
+}
+
+fn udp_get(ns: &str, to: SocketAddr) -> Result<String, ErrorKind> {
+    in_ns(ns, move || {
+        let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = UdpSocket::bind(bind).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.connect(to).unwrap();
+        s.send(b"ping").map_err(|e| e.kind())?;
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf).map_err(|e| e.kind())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+fn endpoint(ip: &str) -> Endpoint {
+    Endpoint {
+        ip: ip.parse().unwrap(),
+        ports: [("echo".to_string(), 8080)].into(),
+        conditions: EndpointConditions {
+            ready: true,
+            serving: true,
+            terminating: false,
+        },
+        node: Some(NODE.into()),
+    }
+}
+
+fn service(name: &str, vips: &[&str], port: u16, endpoints: &[&str]) -> ForwardService {
+    ForwardService {
+        key: ServiceKey::new("default", name),
+        vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+        ports: vec![
+            ServicePort {
+                name: "echo".into(),
+                protocol: Protocol::Tcp,
+                port,
+            },
+            ServicePort {
+                name: "echo".into(),
+                protocol: Protocol::Udp,
+                port,
+            },
+        ],
+        external_traffic_policy: TrafficPolicy::Cluster,
+        session_affinity: SessionAffinity::None,
+        source_ranges: vec![],
+        endpoints: endpoints.iter().map(|e| endpoint(e)).collect(),
+    }
+}
+
+fn plan_of(services: &[ForwardService]) -> ForwardingPlan {
+    plan(services, NODE).plan
+}
+
+fn vip(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+/// Answers per backend tag, and the peer addresses the backends saw.
+fn tally(
+    answers: impl IntoIterator<Item = String>,
+) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let (mut tags, mut peers) = (BTreeMap::new(), BTreeMap::new());
+    for a in answers {
+        let (tag, peer) = a.split_once(' ').expect("echo answer");
+        *tags.entry(tag.to_string()).or_default() += 1;
+        *peers.entry(peer.to_string()).or_default() += 1;
+    }
+    (tags, peers)
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn tcp_reaches_every_backend_and_cluster_policy_masquerades() {
+    let lab = Lab::new();
+    let mut fwd = lab.forwarder();
+    let report = fwd
+        .apply(&plan_of(&[service(
+            "web",
+            &[VIP4],
+            80,
+            &["198.18.1.2", "198.18.2.2"],
+        )]))
+        .unwrap();
+    assert_eq!(report.kind, ApplyKind::Full);
+    let answers: Vec<String> = (0..40)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).expect("tcp via VIP"))
+        .collect();
+    let (tags, peers) = tally(answers);
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["b1", "b2"], "{tags:?}");
+    // Cluster policy: backends see the forwarder's own address on their link, never the client.
+    assert!(
+        peers.keys().all(|p| p == "198.18.1.1" || p == "198.18.2.1"),
+        "{peers:?}"
+    );
+    // The VIP is no local address of the forwarder, so its kernel never answers ARP for it.
+    assert!(!sh(&["ip", "-n", &lab.fw, "-o", "addr"]).contains(VIP4));
+    assert!(!sh(&["ip", "-n", &lab.fw, "route", "show", "table", "local"]).contains(VIP4));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn kernel_does_not_answer_arp_for_the_vip_yet_dnat_works_on_link() {
+    let lab = Lab::new();
+    let mut fwd = lab.forwarder();
+    fwd.apply(&plan_of(&[service(
+        "web",
+        &["192.0.2.10"],
+        80,
+        &["198.18.1.2"],
+    )]))
+    .unwrap();
+    // The client sees the VIP on its own link, as with a layer-2 announcement.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.cl1,
+        "route",
+        "add",
+        "192.0.2.10/32",
+        "dev",
+        "eth0",
+    ]);
+    let err = tcp_get(&lab.cl1, vip("192.0.2.10", 80)).expect_err("nobody answers ARP for the VIP");
+    assert!(
+        matches!(err.0, ErrorKind::TimedOut | ErrorKind::HostUnreachable),
+        "{err:?}"
+    );
+    assert!(!sh(&["ip", "-n", &lab.cl1, "neigh", "show", "192.0.2.10"]).contains("lladdr"));
+    // What the speaker's ARP reply achieves: the client learns the forwarder's MAC.
+    let mac = sh(&["ip", "-n", &lab.fw, "-o", "link", "show", "c1"]);
+    let mac = mac
+        .split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    sh(&[
+        "ip",
+        "-n",
+        &lab.cl1,
+        "neigh",
+        "replace",
+        "192.0.2.10",
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    assert!(
+        tcp_get(&lab.cl1, vip("192.0.2.10", 80))
+            .expect("tcp via VIP")
+            .starts_with("b1 ")
+    );
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn local_policy_preserves_client_address() {
+    let lab = Lab::new();
+    let mut svc = service("web", &[VIP4], 80, &["198.18.1.2", "198.18.2.2"]);
+    svc.external_traffic_policy = TrafficPolicy::Local;
+    svc.endpoints[1].node = Some("elsewhere".into());
+    lab.forwarder().apply(&plan_of(&[svc])).unwrap();
+    for _ in 0..10 {
+        assert_eq!(tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap(), "b1 192.0.2.2");
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn no_endpoints_is_refused_not_timed_out() {
+    let lab = Lab::new();
+    lab.forwarder()
+        .apply(&plan_of(&[service("web", &[VIP4, VIP6], 80, &[])]))
+        .unwrap();
+    for to in [vip(VIP4, 80), vip(VIP6, 80)] {
+        let (kind, took) = tcp_get(&lab.cl1, to).expect_err("no endpoints");
+        assert_eq!(kind, ErrorKind::ConnectionRefused, "{to}");
+        assert!(took < Duration::from_secs(1), "{to}: {took:?}");
+        assert_eq!(
+            udp_get(&lab.cl1, to),
+            Err(ErrorKind::ConnectionRefused),
+            "{to}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn source_ranges_refuse_other_clients() {
+    let lab = Lab::new();
+    let mut svc = service("web", &[VIP4], 80, &["198.18.1.2"]);
+    svc.source_ranges = vec!["192.0.2.0/28".parse().unwrap()];
+    lab.forwarder().apply(&plan_of(&[svc])).unwrap();
+    assert!(tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap().starts_with("b1 "));
+    let (kind, took) = tcp_get(&lab.cl2, vip(VIP4, 80)).expect_err("outside the source ranges");
+    assert_ne!(kind, ErrorKind::TimedOut);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(udp_get(&lab.cl2, vip(VIP4, 80)).is_err());
+    assert!(udp_get(&lab.cl1, vip(VIP4, 80)).unwrap().starts_with("b1 "));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn udp_and_ipv6_are_forwarded() {
+    let lab = Lab::new();
+    let svc = service(
+        "web",
+        &[VIP4, VIP6],
+        80,
+        &[
+            "198.18.1.2",
+            "198.18.2.2",
+            "2001:db8:b1::2",
+            "2001:db8:b2::2",
+        ],
+    );
+    lab.forwarder().apply(&plan_of(&[svc])).unwrap();
+    let udp4: Vec<String> = (0..30)
+        .map(|_| udp_get(&lab.cl1, vip(VIP4, 80)).expect("udp v4"))
+        .collect();
+    assert_eq!(tally(udp4).0.len(), 2);
+    let tcp6: Vec<String> = (0..30)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP6, 80)).expect("tcp v6"))
+        .collect();
+    let (tags, peers) = tally(tcp6);
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    assert!(
+        peers.keys().all(|p| p.starts_with("2001:db8:b")),
+        "{peers:?}"
+    );
+    let udp6: Vec<String> = (0..30)
+        .map(|_| udp_get(&lab.cl1, vip(VIP6, 80)).expect("udp v6"))
+        .collect();
+    assert_eq!(tally(udp6).0.len(), 2);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn client_ip_affinity_sticks_to_one_backend() {
+    let lab = Lab::new();
+    let mut svc = service("web", &[VIP4], 80, &["198.18.1.2", "198.18.2.2"]);
+    svc.session_affinity = SessionAffinity::ClientIp { timeout_s: 60 };
+    lab.forwarder().apply(&plan_of(&[svc])).unwrap();
+    let answers: Vec<String> = (0..20)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(answers).0.len(), 1);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn updates_touch_only_the_changed_service_and_remove_leaves_nothing() {
+    let lab = Lab::new();
+    let mut fwd = lab.forwarder();
+    let web = service("web", &[VIP4], 80, &["198.18.1.2", "198.18.2.2"]);
+    let api = service("api", &[VIP4], 81, &["198.18.1.2", "198.18.2.2"]);
+    fwd.apply(&plan_of(&[web.clone(), api.clone()])).unwrap();
+    let api_rules = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .filter(|l| l.contains("default/api"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = fwd.list().unwrap();
+    assert!(!api_rules(&before).is_empty());
+
+    let mut web1 = web.clone();
+    web1.endpoints.truncate(1);
+    let report = fwd.apply(&plan_of(&[web1, api.clone()])).unwrap();
+    assert_eq!(
+        (report.kind, report.services_changed),
+        (ApplyKind::Incremental, 1)
+    );
+    assert!(!report.script.contains("default/api"), "{}", report.script);
+    let after = fwd.list().unwrap();
+    // `nft -a` prints rule handles: the other Service's rules are the very same kernel objects.
+    assert_eq!(api_rules(&before), api_rules(&after));
+    for _ in 0..10 {
+        assert!(tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap().starts_with("b1 "));
+    }
+    assert_eq!(
+        tally((0..30).map(|_| tcp_get(&lab.cl1, vip(VIP4, 81)).unwrap()))
+            .0
+            .len(),
+        2
+    );
+
+    // A restart (new forwarder, table left behind with stale state) converges in one go.
+    let mut restarted = lab.forwarder();
+    assert_eq!(
+        restarted
+            .apply(&plan_of(std::slice::from_ref(&api)))
+            .unwrap()
+            .kind,
+        ApplyKind::Full
+    );
+    assert!(!restarted.list().unwrap().contains("default/web"));
+    assert!(tcp_get(&lab.cl1, vip(VIP4, 80)).is_err());
+    assert_eq!(
+        restarted.apply(&plan_of(&[api])).unwrap().kind,
+        ApplyKind::Unchanged
+    );
+
+    restarted.remove().unwrap();
+    assert_eq!(
+        sh(&["ip", "netns", "exec", &lab.fw, "nft", "list", "ruleset"]).trim(),
+        ""
+    );
+    restarted.remove().expect("removing twice is fine");
+}
