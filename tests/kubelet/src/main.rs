@@ -91,10 +91,11 @@ async fn main() -> anyhow::Result<()> {
         ipam: Mutex::new(ipam::Ipam::new(plan)),
     });
     info!(node = %args.node_name, index = plan.index, pod_cidr4 = %plan.pod_cidr4(), pod_cidr6 = %plan.pod_cidr6(), "ferrolb-kubelet starting");
-    if host_mount_ns.is_none() {
-        tracing::warn!(
-            "not started from another mount namespace (or it is gone): pod namespaces are made in the kubelet's own"
-        );
+    match &host_mount_ns {
+        net::MountNs::NotFound => tracing::warn!(
+            "running in a private mount namespace and found the host's nowhere: pod namespaces will only be visible to this kubelet"
+        ),
+        other => info!(mount_ns = ?other, "where pod namespace files are made"),
     }
 
     let mut term = signal(SignalKind::terminate())?;

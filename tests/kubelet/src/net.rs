@@ -66,30 +66,72 @@ async fn ip(args: &[&str]) -> Result<()> {
 /// The host's mount namespace, held open for the kubelet's lifetime, and a path to it.
 static HOST_MOUNT_NS: OnceLock<Option<(File, String)>> = OnceLock::new();
 
-/// Remembers the mount namespace `ip netns add|del` must run in; call first thing in main.
+/// Where the kubelet makes pod namespace files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountNs {
+    /// The kubelet already runs in the host's mount namespace.
+    Own,
+    /// Through `nsenter --mount=<path>` (the kubelet runs in a private one).
+    Host(String),
+    /// The kubelet runs in a private mount namespace and found no other: pod namespaces
+    /// will only be visible to the kubelet.
+    NotFound,
+}
+
+fn mount_ns_of(pid: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
+}
+
+/// The mount namespace most processes are in, other than `ours`.
+fn most_common_mount_ns(ours: &std::path::Path) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<std::path::PathBuf, (usize, String)> =
+        std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Some(ns) = mount_ns_of(&pid).filter(|ns| ns != ours) {
+            counts.entry(ns).or_insert((0, pid)).0 += 1;
+        }
+    }
+    counts
+        .into_values()
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, pid)| pid)
+}
+
+/// Finds and holds the mount namespace `ip netns add|del` must run in; call first in main.
 ///
 /// The kubelet is started by `ip netns exec`, which puts it in a private *slave* mount
 /// namespace: a namespace file it bind-mounts under /run/netns would exist only for itself.
 /// Made in the host's mount namespace instead, the mount propagates to the host (so
-/// `lab down`, tests and humans can `ip netns exec` into pods) and down into the kubelet's
-/// namespace. The host's is the parent's (whoever ran `ip netns exec`); init's cannot be
-/// used, as /proc/1/ns may be unreadable even to root. Returns that namespace's path.
-pub fn remember_host_mount_ns() -> Option<&'static str> {
-    HOST_MOUNT_NS
-        .get_or_init(|| {
-            let parent = format!("/proc/{}/ns/mnt", std::os::unix::process::parent_id());
-            let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
-            let theirs = std::fs::read_link(&parent).ok()?;
-            if ours == theirs {
-                return None;
-            }
-            // Keep it open: the parent may exit, the namespace must stay reachable.
-            let file = File::open(&parent).ok()?;
-            let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
-            Some((file, path))
-        })
-        .as_ref()
-        .map(|(_, path)| path.as_str())
+/// `lab down`, tests and humans can `ip netns exec` into pods) and down into the kubelet's.
+/// The host's is the parent's (whoever ran `ip netns exec`), else init's, else (the parent
+/// is gone and /proc/1/ns is unreadable, as in some sandboxes) the one most processes share.
+pub fn remember_host_mount_ns() -> MountNs {
+    let Some(ours) = mount_ns_of("self") else {
+        return MountNs::NotFound;
+    };
+    let parent = std::os::unix::process::parent_id().to_string();
+    if mount_ns_of(&parent).as_ref() == Some(&ours) {
+        return MountNs::Own;
+    }
+    let found = HOST_MOUNT_NS.get_or_init(|| {
+        let pid = [parent.as_str(), "1"]
+            .into_iter()
+            .find(|p| mount_ns_of(p).is_some_and(|ns| ns != ours))
+            .map(String::from)
+            .or_else(|| most_common_mount_ns(&ours))?;
+        // Keep it open: the process may exit, the namespace must stay reachable.
+        let file = File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+        let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+        Some((file, path))
+    });
+    match found {
+        Some((_, path)) => MountNs::Host(path.clone()),
+        None => MountNs::NotFound,
+    }
 }
 
 fn host_mount_ns() -> Option<&'static str> {
