@@ -8,10 +8,13 @@
 //! assignment for the rendezvous weights with that capacity, found greedily: take every
 //! (IP, node) pair in decreasing weight order and assign it when the IP is still free and the
 //! node below capacity. The result depends only on the sets of IPs and nodes, never on input
-//! order, and a membership change moves the IPs of the node that left (or that the new node
-//! wins) plus short displacement chains (see the tests for the measured bound). When IPs have
-//! different eligible sets an IP may find all its nodes full; it then goes to its least loaded
-//! node (highest weight on ties), the only case where the cap can be exceeded.
+//! order. A membership change moves the IPs of the node that left (or that the new node wins),
+//! plus IPs that return home because the cap itself changed, plus displacement chains; the
+//! tests check a bound and ADR 0008 explains why no stateless strict-cap scheme can match
+//! rendezvous hashing here. When IPs have different eligible sets (externalTrafficPolicy
+//! Local, node selectors) the IPs with fewer eligible nodes claim capacity first, and an IP
+//! whose nodes are all full goes to its least loaded node (highest weight on ties), the only
+//! case where the cap can be exceeded.
 
 use super::NodeName;
 use super::hash::weight;
@@ -56,14 +59,17 @@ fn balanced(candidates: &BTreeMap<IpAddr, Vec<NodeName>>) -> BTreeMap<IpAddr, No
     }
     let cap = sets.len().div_ceil(all_nodes.len());
 
-    let mut pairs: Vec<(u64, &NodeName, IpAddr)> =
-        sets.iter().flat_map(|(ip, nodes)| nodes.iter().map(move |n| (weight(n, *ip), *n, *ip))).collect();
-    // Highest weight first; node then IP break (practically impossible) ties.
-    pairs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)).then_with(|| a.2.cmp(&b.2)));
+    // (choices, weight, node, ip): IPs with fewer eligible nodes claim capacity first, then
+    // highest weight first; node and IP break (practically impossible) weight ties.
+    let mut pairs: Vec<(usize, u64, &NodeName, IpAddr)> = sets
+        .iter()
+        .flat_map(|(ip, nodes)| nodes.iter().map(move |n| (nodes.len(), weight(n, *ip), *n, *ip)))
+        .collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)).then_with(|| a.2.cmp(b.2)).then_with(|| a.3.cmp(&b.3)));
 
     let mut load: BTreeMap<&NodeName, usize> = all_nodes.iter().map(|n| (*n, 0)).collect();
     let mut out: BTreeMap<IpAddr, NodeName> = BTreeMap::new();
-    for (_, node, ip) in pairs {
+    for (_, _, node, ip) in pairs {
         if out.contains_key(&ip) {
             continue;
         }
