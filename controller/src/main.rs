@@ -62,6 +62,19 @@ struct Args {
     /// Name of the leader Lease.
     #[arg(long, default_value = "ferrolb-controller")]
     lease_name: String,
+
+    /// Use only IPAddressPools with this label (`key=value`); lets several controllers
+    /// (tests, or one per tenant with its own class) share a cluster without seeing each
+    /// other's pools.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pool_selector: Option<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }
 
 #[tokio::main]
@@ -129,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             class: args.load_balancer_class,
             classless: !args.ignore_classless,
         },
+        pool_selector: args.pool_selector,
         ip_mode: args.ip_mode,
         metrics: controller_metrics,
     };

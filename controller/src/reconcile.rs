@@ -49,6 +49,8 @@ pub struct Context {
     pub selection: Selection,
     /// `ipMode` to write.
     pub ip_mode: IpMode,
+    /// Only pools with this label are used (`--pool-selector`).
+    pub pool_selector: Option<(String, String)>,
     /// Publishes Events.
     pub recorder: Recorder,
     /// The controller's metrics.
@@ -125,6 +127,8 @@ struct Leading {
     /// The same for pools.
     written_pools: HashMap<String, (String, ferrolb_api::IPAddressPoolStatus)>,
     pool_names: HashSet<String>,
+    /// UIDs of Services seen as ours during this leadership.
+    seen_ours: HashSet<String>,
 }
 
 /// One write to a Service.
@@ -139,7 +143,15 @@ struct ServiceWrite {
 impl Leading {
     /// Recomputes everything; returns how many writes failed.
     async fn pass(&mut self, ctx: &Context, leader: &watch::Receiver<bool>) -> usize {
-        let pool_objects = ctx.pools.state();
+        let pool_objects: Vec<_> = ctx
+            .pools
+            .state()
+            .into_iter()
+            .filter(|p| match &ctx.pool_selector {
+                None => true,
+                Some((k, v)) => p.labels().get(k) == Some(v),
+            })
+            .collect();
         let mut pools = Vec::new();
         let mut invalid_pools = HashMap::new();
         for p in &pool_objects {
@@ -185,15 +197,28 @@ impl Leading {
         let mut ours = Vec::new();
         let mut writes = Vec::new();
         let mut live = HashSet::new();
+        let mut uids = HashSet::new();
         for svc in ctx.services.state() {
+            if let Some(uid) = svc.uid() {
+                uids.insert(uid);
+            }
             let deleting = svc.metadata.deletion_timestamp.is_some();
             if ctx.selection.is_ours(&svc) && !deleting {
                 live.insert(convert::service_key(&svc));
+                if let Some(uid) = svc.uid() {
+                    self.seen_ours.insert(uid);
+                }
                 ours.push(svc);
             } else if !deleting {
                 let have = status::observed(&svc);
-                // Only what we wrote is removed; a foreign Service we never touched is left be.
-                if have.has_our_marks() {
+                // Only what we wrote is removed: marks on a LoadBalancer of another class
+                // are cleared only if we saw it as ours (another FerroLB instance with its
+                // own class writes the same marks); a Service that is no longer a
+                // LoadBalancer at all is nobody's any more.
+                let was_ours = svc.uid().is_some_and(|uid| self.seen_ours.contains(&uid));
+                let not_lb =
+                    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
+                if have.has_our_marks() && (was_ours || not_lb) {
                     let key = convert::service_key(&svc);
                     let want = ServiceView::default();
                     if !self.already_written(&svc, &key, &want) {
@@ -219,6 +244,7 @@ impl Leading {
                 }
             }
         }
+        self.seen_ours.retain(|uid| uids.contains(uid));
         // Freed first (deleted, no longer a LoadBalancer, other class), so pending Services
         // can have their addresses in this same pass.
         let gone: Vec<ServiceKey> = self.known.difference(&live).cloned().collect();
