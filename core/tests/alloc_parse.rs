@@ -13,13 +13,19 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
 fn cidr_v4() {
     let r = parse_pool_entry("192.0.2.0/24").unwrap();
-    assert_eq!((r.first(), r.last(), r.len()), (ip("192.0.2.0"), ip("192.0.2.255"), 256));
+    assert_eq!(
+        (r.first(), r.last(), r.len()),
+        (ip("192.0.2.0"), ip("192.0.2.255"), 256)
+    );
     assert_eq!(r.family(), Family::V4);
 }
 
@@ -56,7 +62,16 @@ fn ranges() {
 
 #[test]
 fn bad_entries() {
-    for bad in ["", "garbage", "192.0.2.1", "192.0.2.0/33", "192.0.2.1 - 192.0.2.3", "192.0.2.1-", "-", "1-2-3"] {
+    for bad in [
+        "",
+        "garbage",
+        "192.0.2.1",
+        "192.0.2.0/33",
+        "192.0.2.1 - 192.0.2.3",
+        "192.0.2.1-",
+        "-",
+        "1-2-3",
+    ] {
         assert!(
             matches!(parse_pool_entry(bad), Err(PoolEntryError::Malformed { .. })),
             "{bad:?} should be malformed"
@@ -90,19 +105,32 @@ fn buggy_ips() {
 
 #[test]
 fn requested_ips_ok() {
-    assert_eq!(parse_requested_ips("192.0.2.7").unwrap(), vec![ip("192.0.2.7")]);
+    assert_eq!(
+        parse_requested_ips("192.0.2.7").unwrap(),
+        vec![ip("192.0.2.7")]
+    );
     assert_eq!(
         parse_requested_ips(" 192.0.2.7 , 2001:db8::7 ").unwrap(),
         vec![ip("192.0.2.7"), ip("2001:db8::7")]
     );
-    assert_eq!(parse_requested_ips("2001:db8::7,192.0.2.7").unwrap()[0], ip("2001:db8::7"));
+    assert_eq!(
+        parse_requested_ips("2001:db8::7,192.0.2.7").unwrap()[0],
+        ip("2001:db8::7")
+    );
     assert!(parse_requested_ips("").unwrap().is_empty());
     assert!(parse_requested_ips("  ").unwrap().is_empty());
 }
 
 #[test]
 fn requested_ips_garbage() {
-    for bad in ["banana", "192.0.2.300", "192.0.2.0/24", "192.0.2.7,", ",192.0.2.7", "192.0.2.7;2001:db8::1"] {
+    for bad in [
+        "banana",
+        "192.0.2.300",
+        "192.0.2.0/24",
+        "192.0.2.7,",
+        ",192.0.2.7",
+        "192.0.2.7;2001:db8::1",
+    ] {
         assert!(
             matches!(parse_requested_ips(bad), Err(RequestError::NotAnIp { .. })),
             "{bad:?} should be refused"
@@ -115,9 +143,16 @@ fn requested_ips_two_of_one_family() {
     let e = parse_requested_ips("192.0.2.7,192.0.2.8").unwrap_err();
     assert_eq!(
         e,
-        RequestError::TwoOfOneFamily { family: Family::V4, first: ip("192.0.2.7"), second: ip("192.0.2.8") }
+        RequestError::TwoOfOneFamily {
+            family: Family::V4,
+            first: ip("192.0.2.7"),
+            second: ip("192.0.2.8")
+        }
     );
-    assert!(e.to_string().contains("at most one IPv4 and one IPv6"), "{e}");
+    assert!(
+        e.to_string().contains("at most one IPv4 and one IPv6"),
+        "{e}"
+    );
     assert!(parse_requested_ips("2001:db8::1,192.0.2.1,2001:db8::2").is_err());
 }
 
@@ -129,7 +164,10 @@ fn empty_selector_matches_everything() {
 
 #[test]
 fn match_labels() {
-    let s = LabelSelector { match_labels: labels(&[("team", "web")]), ..Default::default() };
+    let s = LabelSelector {
+        match_labels: labels(&[("team", "web")]),
+        ..Default::default()
+    };
     assert!(s.matches(&labels(&[("team", "web"), ("x", "y")])));
     assert!(!s.matches(&labels(&[("team", "db")])));
     assert!(!s.matches(&labels(&[])));

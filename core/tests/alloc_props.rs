@@ -16,7 +16,9 @@ const SERVICES: usize = 7;
 /// A small address space crossing a .255/.0 boundary, and a small IPv6 one.
 fn addr(family: Family, offset: u32) -> IpAddr {
     match family {
-        Family::V4 => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 0, 2, 248)) + offset)),
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(192, 0, 2, 248)) + offset,
+        )),
         Family::V6 => IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(offset))),
     }
 }
@@ -26,8 +28,9 @@ fn family() -> impl Strategy<Value = Family> {
 }
 
 fn range() -> impl Strategy<Value = AddressRange> {
-    (family(), 0u32..14, 0u32..5)
-        .prop_map(|(f, start, len)| AddressRange::new(addr(f, start), addr(f, start + len)).unwrap())
+    (family(), 0u32..14, 0u32..5).prop_map(|(f, start, len)| {
+        AddressRange::new(addr(f, start), addr(f, start + len)).unwrap()
+    })
 }
 
 fn web() -> LabelSelector {
@@ -47,24 +50,40 @@ fn pool() -> impl Strategy<Value = Pool> {
         any::<bool>(),
         prop::bool::weighted(0.2),
     )
-        .prop_map(|(n, ranges, auto, avoid, priority, ns_only, web_only)| Pool {
-            name: POOL_NAMES[n].to_string(),
-            ranges,
-            auto_assign: if auto { AutoAssign::Yes } else { AutoAssign::No },
-            avoid_buggy_ips: if avoid { BuggyIps::Avoid } else { BuggyIps::Use },
-            allocation: PoolAllocation {
-                priority,
-                namespaces: if ns_only { vec!["ns0".to_string()] } else { vec![] },
-                namespace_selectors: vec![],
-                service_selectors: if web_only { vec![web()] } else { vec![] },
+        .prop_map(
+            |(n, ranges, auto, avoid, priority, ns_only, web_only)| Pool {
+                name: POOL_NAMES[n].to_string(),
+                ranges,
+                auto_assign: if auto {
+                    AutoAssign::Yes
+                } else {
+                    AutoAssign::No
+                },
+                avoid_buggy_ips: if avoid {
+                    BuggyIps::Avoid
+                } else {
+                    BuggyIps::Use
+                },
+                allocation: PoolAllocation {
+                    priority,
+                    namespaces: if ns_only {
+                        vec!["ns0".to_string()]
+                    } else {
+                        vec![]
+                    },
+                    namespace_selectors: vec![],
+                    service_selectors: if web_only { vec![web()] } else { vec![] },
+                },
             },
-        })
+        )
 }
 
 fn pools() -> impl Strategy<Value = Vec<Pool>> {
     prop::collection::vec(pool(), 0..4).prop_map(|ps| {
         let mut seen = BTreeSet::new();
-        ps.into_iter().filter(|p| seen.insert(p.name.clone())).collect()
+        ps.into_iter()
+            .filter(|p| seen.insert(p.name.clone()))
+            .collect()
     })
 }
 
@@ -89,22 +108,32 @@ fn spec(i: usize) -> impl Strategy<Value = ServiceRequest> {
         prop::collection::btree_set(0usize..3, 0..3),
         prop::option::weighted(0.3, 0usize..2),
     )
-        .prop_map(move |(is_web, families, requested, pool, key, ports, local)| {
-            let all_ports = [(Protocol::Tcp, 80), (Protocol::Tcp, 443), (Protocol::Udp, 53)];
-            ServiceRequest {
-                key: ServiceKey::new(format!("ns{}", i % 2), format!("s{i}")),
-                namespace_labels: BTreeMap::new(),
-                service_labels: if is_web { web().match_labels } else { BTreeMap::new() },
-                families,
-                requested_ips: requested.map(|(f, o)| vec![addr(f, o)]).unwrap_or_default(),
-                requested_pool: pool.map(|p| ["a", "b", "c", "zzz"][p].to_string()),
-                sharing_key: key.map(|k| format!("k{k}")),
-                ports: ports.into_iter().map(|p| all_ports[p]).collect(),
-                local_traffic_selector: local
-                    .map(|l| [("app".to_string(), format!("app{l}"))].into()),
-                current_ips: vec![],
-            }
-        })
+        .prop_map(
+            move |(is_web, families, requested, pool, key, ports, local)| {
+                let all_ports = [
+                    (Protocol::Tcp, 80),
+                    (Protocol::Tcp, 443),
+                    (Protocol::Udp, 53),
+                ];
+                ServiceRequest {
+                    key: ServiceKey::new(format!("ns{}", i % 2), format!("s{i}")),
+                    namespace_labels: BTreeMap::new(),
+                    service_labels: if is_web {
+                        web().match_labels
+                    } else {
+                        BTreeMap::new()
+                    },
+                    families,
+                    requested_ips: requested.map(|(f, o)| vec![addr(f, o)]).unwrap_or_default(),
+                    requested_pool: pool.map(|p| ["a", "b", "c", "zzz"][p].to_string()),
+                    sharing_key: key.map(|k| format!("k{k}")),
+                    ports: ports.into_iter().map(|p| all_ports[p]).collect(),
+                    local_traffic_selector: local
+                        .map(|l| [("app".to_string(), format!("app{l}"))].into()),
+                    current_ips: vec![],
+                }
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +165,10 @@ struct World {
 impl World {
     fn request(&self, key: &ServiceKey) -> ServiceRequest {
         let current_ips = self.status.get(key).cloned().unwrap_or_default();
-        ServiceRequest { current_ips, ..self.specs[key].clone() }
+        ServiceRequest {
+            current_ips,
+            ..self.specs[key].clone()
+        }
     }
 
     /// Assigns like the glue does, checking idempotence on success.
@@ -144,7 +176,10 @@ impl World {
         let req = self.request(key);
         match self.alloc.assign(&req) {
             Ok(got) => {
-                let again = ServiceRequest { current_ips: got.addresses(), ..req.clone() };
+                let again = ServiceRequest {
+                    current_ips: got.addresses(),
+                    ..req.clone()
+                };
                 let second = self.alloc.assign(&again).expect("unchanged request fails");
                 prop_assert_eq!(&second.ips, &got.ips, "not idempotent for {}", key);
                 prop_assert!(!second.changed);
@@ -152,7 +187,11 @@ impl World {
                 self.status.insert(key.clone(), got.addresses());
             }
             Err(e) => {
-                prop_assert!(self.alloc.held(key).is_empty(), "{} holds IPs after {e}", key);
+                prop_assert!(
+                    self.alloc.held(key).is_empty(),
+                    "{} holds IPs after {e}",
+                    key
+                );
                 if let AllocError::PoolExhausted { pool, family } = &e {
                     // Exhausted means it: no free address of that family in any pool tried.
                     for name in pool.split(", ") {
@@ -161,7 +200,14 @@ impl World {
                             Family::V4 => c.available_v4,
                             Family::V6 => c.available_v6,
                         };
-                        prop_assert_eq!(free, 0, "{} exhausted with {} free in {}", key, free, name);
+                        prop_assert_eq!(
+                            free,
+                            0,
+                            "{} exhausted with {} free in {}",
+                            key,
+                            free,
+                            name
+                        );
                     }
                 }
                 self.status.remove(key);
@@ -209,13 +255,23 @@ impl World {
             prop_assert_eq!(&kept, &before[key], "restore moved {}", key);
         }
         let holders = before.keys().cloned();
-        let pending = self.specs.keys().filter(|k| !before.contains_key(*k)).cloned();
+        let pending = self
+            .specs
+            .keys()
+            .filter(|k| !before.contains_key(*k))
+            .cloned();
         let order: Vec<ServiceKey> = holders.chain(pending).collect();
         for key in order {
             self.assign(&key)?;
             if let Some(old) = before.get(&key) {
                 let new = self.status.get(&key).cloned().unwrap_or_default();
-                prop_assert!(old.iter().all(|ip| new.contains(ip)), "restart moved {}: {:?} -> {:?}", key, old, new);
+                prop_assert!(
+                    old.iter().all(|ip| new.contains(ip)),
+                    "restart moved {}: {:?} -> {:?}",
+                    key,
+                    old,
+                    new
+                );
             }
         }
         Ok(())
@@ -233,9 +289,21 @@ impl World {
             for (ip, pool_name) in held {
                 by_ip.entry(*ip).or_default().push(key);
                 let pool = self.pools.iter().find(|p| &p.name == pool_name);
-                prop_assert!(pool.is_some(), "{} holds {} from missing pool {}", key, ip, pool_name);
+                prop_assert!(
+                    pool.is_some(),
+                    "{} holds {} from missing pool {}",
+                    key,
+                    ip,
+                    pool_name
+                );
                 let pool = pool.unwrap();
-                prop_assert!(pool.contains(*ip), "{} holds {} outside pool {}", key, ip, pool_name);
+                prop_assert!(
+                    pool.contains(*ip),
+                    "{} holds {} outside pool {}",
+                    key,
+                    ip,
+                    pool_name
+                );
                 prop_assert!(pool.serves_namespace(&key.namespace, &req.namespace_labels));
                 prop_assert!(pool.serves_service(&req.service_labels));
                 if let Some(p) = &req.requested_pool {
@@ -256,10 +324,20 @@ impl World {
             for (i, a) in holders.iter().enumerate() {
                 for b in &holders[i + 1..] {
                     let (ra, rb) = (&self.specs[*a], &self.specs[*b]);
-                    prop_assert!(ra.sharing_key.is_some() && ra.sharing_key == rb.sharing_key,
-                        "{} given to {} and {} without a common sharing key", ip, a, b);
-                    prop_assert!(ra.ports.iter().all(|p| !rb.ports.contains(p)),
-                        "{} shared by {} and {} with a common port", ip, a, b);
+                    prop_assert!(
+                        ra.sharing_key.is_some() && ra.sharing_key == rb.sharing_key,
+                        "{} given to {} and {} without a common sharing key",
+                        ip,
+                        a,
+                        b
+                    );
+                    prop_assert!(
+                        ra.ports.iter().all(|p| !rb.ports.contains(p)),
+                        "{} shared by {} and {} with a common port",
+                        ip,
+                        a,
+                        b
+                    );
                     prop_assert_eq!(&ra.local_traffic_selector, &rb.local_traffic_selector);
                 }
             }

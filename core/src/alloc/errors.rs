@@ -77,6 +77,8 @@ impl AllocError {
 impl From<RequestError> for AllocError {
     /// A malformed `ferrolb.io/loadBalancerIPs` is an `InvalidRequest`.
     fn from(e: RequestError) -> Self {
-        AllocError::InvalidRequest { why: format!("ferrolb.io/loadBalancerIPs: {e}") }
+        AllocError::InvalidRequest {
+            why: format!("ferrolb.io/loadBalancerIPs: {e}"),
+        }
     }
 }

@@ -29,9 +29,10 @@
 //!
 //! # Memory
 //!
-//! State is proportional to the number of held addresses, never to pool size: a free address
-//! is found by scanning forward from a per-range cursor below which every address is taken,
-//! using `u128` arithmetic, so an IPv6 /64 (or /0) pool costs no more than a /30.
+//! State is proportional to the number of held addresses, never to pool size: held addresses
+//! are also kept per family as maximal runs (`start -> end`, `u128`), so the lowest free address
+//! of a range is found in a few `O(log n)` lookups, and an IPv6 /64 (or /0) pool costs no more
+//! than a /30.
 
 mod errors;
 mod pool;

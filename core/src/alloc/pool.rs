@@ -93,11 +93,17 @@ impl Pool {
     }
 
     /// Whether a Service in a namespace labelled `namespace_labels` may use the pool.
-    pub fn serves_namespace(&self, namespace: &str, namespace_labels: &BTreeMap<String, String>) -> bool {
+    pub fn serves_namespace(
+        &self,
+        namespace: &str,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> bool {
         let a = &self.allocation;
         (a.namespaces.is_empty() && a.namespace_selectors.is_empty())
             || a.namespaces.iter().any(|n| n == namespace)
-            || a.namespace_selectors.iter().any(|s| s.matches(namespace_labels))
+            || a.namespace_selectors
+                .iter()
+                .any(|s| s.matches(namespace_labels))
     }
 
     /// Whether a Service labelled `service_labels` may use the pool (namespace aside).
@@ -109,7 +115,11 @@ impl Pool {
     /// The order in which pools are tried: priority (lowest first, none last), then name.
     pub fn rank_cmp(&self, other: &Pool) -> Ordering {
         fn key(p: &Pool) -> (bool, Option<i32>, &str) {
-            (p.allocation.priority.is_none(), p.allocation.priority, &p.name)
+            (
+                p.allocation.priority.is_none(),
+                p.allocation.priority,
+                &p.name,
+            )
         }
         key(self).cmp(&key(other))
     }

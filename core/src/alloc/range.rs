@@ -85,14 +85,22 @@ impl AddressRange {
         if a > b {
             return Err(PoolEntryError::Reversed { entry: entry() });
         }
-        Ok(AddressRange { family: Family::of(first), first: a, last: b })
+        Ok(AddressRange {
+            family: Family::of(first),
+            first: a,
+            last: b,
+        })
     }
 
     /// All addresses of a network (host bits of `net` are ignored).
     pub fn from_net(net: IpNet) -> AddressRange {
         let net = net.trunc();
         let family = Family::of(net.addr());
-        AddressRange { family, first: to_u128(net.network()), last: to_u128(net.broadcast()) }
+        AddressRange {
+            family,
+            first: to_u128(net.network()),
+            last: to_u128(net.broadcast()),
+        }
     }
 
     /// The family of every address in the range.
@@ -143,15 +151,19 @@ impl fmt::Display for AddressRange {
 
 /// Reads one pool `addresses` entry: a CIDR (`192.0.2.0/24`) or `first-last`, no spaces.
 pub fn parse_pool_entry(entry: &str) -> Result<AddressRange, PoolEntryError> {
-    let malformed = || PoolEntryError::Malformed { entry: entry.to_owned() };
+    let malformed = || PoolEntryError::Malformed {
+        entry: entry.to_owned(),
+    };
     if let Some((a, b)) = entry.split_once('-') {
         let a: IpAddr = a.parse().map_err(|_| malformed())?;
         let b: IpAddr = b.parse().map_err(|_| malformed())?;
         return AddressRange::new(a, b).map_err(|e| match e {
-            PoolEntryError::MixedFamilies { .. } => {
-                PoolEntryError::MixedFamilies { entry: entry.to_owned() }
-            }
-            PoolEntryError::Reversed { .. } => PoolEntryError::Reversed { entry: entry.to_owned() },
+            PoolEntryError::MixedFamilies { .. } => PoolEntryError::MixedFamilies {
+                entry: entry.to_owned(),
+            },
+            PoolEntryError::Reversed { .. } => PoolEntryError::Reversed {
+                entry: entry.to_owned(),
+            },
             other => other,
         });
     }

@@ -18,7 +18,10 @@ pub struct ServiceKey {
 impl ServiceKey {
     /// The key of Service `namespace/name`.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ServiceKey {
-        ServiceKey { namespace: namespace.into(), name: name.into() }
+        ServiceKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -52,17 +55,26 @@ pub struct FamilyRequest {
 impl FamilyRequest {
     /// SingleStack IPv4.
     pub fn v4() -> FamilyRequest {
-        FamilyRequest { policy: FamilyPolicy::SingleStack, ip_families: vec![Family::V4] }
+        FamilyRequest {
+            policy: FamilyPolicy::SingleStack,
+            ip_families: vec![Family::V4],
+        }
     }
 
     /// SingleStack IPv6.
     pub fn v6() -> FamilyRequest {
-        FamilyRequest { policy: FamilyPolicy::SingleStack, ip_families: vec![Family::V6] }
+        FamilyRequest {
+            policy: FamilyPolicy::SingleStack,
+            ip_families: vec![Family::V6],
+        }
     }
 
     /// `policy` over `families`, in that order.
     pub fn new(policy: FamilyPolicy, families: &[Family]) -> FamilyRequest {
-        FamilyRequest { policy, ip_families: families.to_vec() }
+        FamilyRequest {
+            policy,
+            ip_families: families.to_vec(),
+        }
     }
 }
 
@@ -153,12 +165,15 @@ pub fn parse_requested_ips(text: &str) -> Result<Vec<IpAddr>, RequestError> {
     }
     let mut ips: Vec<IpAddr> = Vec::new();
     for entry in text.split(',') {
-        let ip: IpAddr = entry
-            .trim()
-            .parse()
-            .map_err(|_| RequestError::NotAnIp { entry: entry.trim().to_owned() })?;
+        let ip: IpAddr = entry.trim().parse().map_err(|_| RequestError::NotAnIp {
+            entry: entry.trim().to_owned(),
+        })?;
         if let Some(&first) = ips.iter().find(|i| Family::of(**i) == Family::of(ip)) {
-            return Err(RequestError::TwoOfOneFamily { family: Family::of(ip), first, second: ip });
+            return Err(RequestError::TwoOfOneFamily {
+                family: Family::of(ip),
+                first,
+                second: ip,
+            });
         }
         ips.push(ip);
     }

@@ -51,7 +51,9 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Whether `labels` match; an empty selector matches everything, as in Kubernetes.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 }

@@ -4,22 +4,72 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::pool::{AutoAssign, BuggyIps, Pool};
-use super::range::{AddressRange, Family, buggy_count, from_u128, is_buggy_ip, to_u128};
+use super::range::{Family, buggy_count, from_u128, is_buggy_ip, to_u128};
 use super::request::{FamilyPolicy, ServiceKey, ServiceRequest};
 use super::{AllocError, Assignment, Overlap, PoolCounts, PoolsReport};
 
-/// Scan position in one range: every address of the pool in `first..next` is held.
-#[derive(Debug, Clone)]
-struct Cursor {
-    range: AddressRange,
-    /// `None` once every address of the range is held.
-    next: Option<u128>,
+/// Held addresses of one family as maximal runs `start -> end` (inclusive): the first free
+/// address at or after `x` is one lookup away, and the map never holds more entries than
+/// there are held addresses, whatever the pool size.
+#[derive(Debug, Clone, Default)]
+struct Runs(BTreeMap<u128, u128>);
+
+impl Runs {
+    /// The end of the run holding `x`, if `x` is held.
+    fn run_end(&self, x: u128) -> Option<u128> {
+        self.0.range(..=x).next_back().filter(|(_, e)| **e >= x).map(|(_, e)| *e)
+    }
+
+    fn insert(&mut self, x: u128) {
+        let left = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e));
+        let mut start = x;
+        if let Some((s, e)) = left {
+            if e >= x {
+                return;
+            }
+            if e + 1 == x {
+                start = s;
+            }
+        }
+        let end = x.checked_add(1).and_then(|n| self.0.remove(&n)).unwrap_or(x);
+        self.0.insert(start, end);
+    }
+
+    fn remove(&mut self, x: u128) {
+        let Some((s, e)) = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e)) else {
+            return;
+        };
+        if e < x {
+            return;
+        }
+        self.0.remove(&s);
+        if s < x {
+            self.0.insert(s, x - 1);
+        }
+        if x < e {
+            self.0.insert(x + 1, e);
+        }
+    }
+
+    /// The lowest address in `lo..=hi` neither held nor (with `avoid`) a `.0`/`.255`.
+    fn first_free(&self, family: Family, lo: u128, hi: u128, avoid: bool) -> Option<u128> {
+        let mut x = lo;
+        while x <= hi {
+            if let Some(end) = self.run_end(x) {
+                x = end.checked_add(1)?;
+            } else if avoid && is_buggy_ip(from_u128(family, x)) {
+                x = x.checked_add(1)?;
+            } else {
+                return Some(x);
+            }
+        }
+        None
+    }
 }
 
 /// Per-pool bookkeeping that changes as addresses are held and freed.
 #[derive(Debug, Clone)]
 struct PoolRuntime {
-    cursors: Vec<Cursor>,
     /// Addresses the pool hands out, per family (index: [`fam_idx`]).
     size: [u128; 2],
     /// Of those, how many are held by anyone (through any pool).
@@ -55,6 +105,8 @@ pub(super) struct State {
     pools: BTreeMap<String, Pool>,
     runtime: BTreeMap<String, PoolRuntime>,
     ips: HashMap<IpAddr, IpRecord>,
+    /// The keys of `ips`, per family, as runs.
+    runs: [Runs; 2],
     services: HashMap<ServiceKey, ServiceRecord>,
     /// Sharing key -> addresses whose holders use that key.
     shared: HashMap<String, BTreeSet<IpAddr>>,
@@ -71,8 +123,12 @@ fn fam_idx(f: Family) -> usize {
 fn pool_size(pool: &Pool) -> [u128; 2] {
     let mut out = [0u128; 2];
     for fam in [Family::V4, Family::V6] {
-        let mut bounds: Vec<(u128, u128)> =
-            pool.ranges.iter().filter(|r| r.family() == fam).map(|r| r.bounds()).collect();
+        let mut bounds: Vec<(u128, u128)> = pool
+            .ranges
+            .iter()
+            .filter(|r| r.family() == fam)
+            .map(|r| r.bounds())
+            .collect();
         bounds.sort_unstable();
         let mut merged: Vec<(u128, u128)> = Vec::new();
         for (a, b) in bounds {
@@ -95,9 +151,12 @@ fn pool_size(pool: &Pool) -> [u128; 2] {
 }
 
 fn ports_clash(a: &ServiceRequest, b: &ServiceRequest) -> Option<String> {
-    a.ports.iter().find(|p| b.ports.contains(p)).map(|(proto, port)| {
-        format!("both use port {port}/{proto}; shared IPs need distinct ports")
-    })
+    a.ports
+        .iter()
+        .find(|p| b.ports.contains(p))
+        .map(|(proto, port)| {
+            format!("both use port {port}/{proto}; shared IPs need distinct ports")
+        })
 }
 
 fn local_clash(a: &ServiceRequest, b: &ServiceRequest) -> Option<String> {
@@ -121,7 +180,10 @@ fn local_clash(a: &ServiceRequest, b: &ServiceRequest) -> Option<String> {
 fn wanted_families(req: &ServiceRequest) -> Result<Vec<Family>, AllocError> {
     let invalid = |why: String| AllocError::InvalidRequest { why };
     for (i, a) in req.requested_ips.iter().enumerate() {
-        if let Some(b) = req.requested_ips[i + 1..].iter().find(|b| Family::of(**b) == Family::of(*a)) {
+        if let Some(b) = req.requested_ips[i + 1..]
+            .iter()
+            .find(|b| Family::of(**b) == Family::of(*a))
+        {
             return Err(invalid(format!(
                 "requested IPs {a} and {b} are both {}: give at most one per family",
                 Family::of(*a)
@@ -148,7 +210,8 @@ fn wanted_families(req: &ServiceRequest) -> Result<Vec<Family>, AllocError> {
         FamilyPolicy::PreferDualStack => {}
         FamilyPolicy::RequireDualStack if fams.len() < 2 => {
             return Err(invalid(
-                "ipFamilyPolicy RequireDualStack needs both IPv4 and IPv6 in spec.ipFamilies".to_owned(),
+                "ipFamilyPolicy RequireDualStack needs both IPv4 and IPv6 in spec.ipFamilies"
+                    .to_owned(),
             ));
         }
         FamilyPolicy::RequireDualStack => {}
@@ -187,7 +250,9 @@ impl State {
     }
 
     pub fn holders(&self, ip: IpAddr) -> Vec<ServiceKey> {
-        self.ips.get(&ip).map_or_else(Vec::new, |r| r.holders.clone())
+        self.ips
+            .get(&ip)
+            .map_or_else(Vec::new, |r| r.holders.clone())
     }
 
     pub fn pool_counts(&self, name: &str) -> PoolCounts {
@@ -203,18 +268,21 @@ impl State {
     }
 
     pub fn footprint(&self) -> usize {
-        let cursors: usize = self.runtime.values().map(|r| r.cursors.len()).sum();
+        let runs: usize = self.runs.iter().map(|r| r.0.len()).sum();
         let holders: usize = self.ips.values().map(|r| r.holders.len()).sum();
         let service_ips: usize = self.services.values().map(|r| r.ips.len()).sum();
         let shared: usize = self.shared.values().map(BTreeSet::len).sum();
-        self.ips.len() + holders + self.services.len() + service_ips + shared + cursors
+        self.ips.len() + holders + self.services.len() + service_ips + shared + runs
     }
 
     // ---- pools -------------------------------------------------------------------------------
 
     pub fn set_pools(&mut self, pools: Vec<Pool>) -> PoolsReport {
         self.pools = pools.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let mut report = PoolsReport { overlaps: self.overlaps(), ..PoolsReport::default() };
+        let mut report = PoolsReport {
+            overlaps: self.overlaps(),
+            ..PoolsReport::default()
+        };
 
         let mut keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
         keys.sort();
@@ -256,7 +324,11 @@ impl State {
                     })
                 });
                 if let Some(example) = hit {
-                    out.push(Overlap { a: a.name.clone(), b: b.name.clone(), example });
+                    out.push(Overlap {
+                        a: a.name.clone(),
+                        b: b.name.clone(),
+                        example,
+                    });
                 }
             }
         }
@@ -264,20 +336,20 @@ impl State {
         out
     }
 
-    /// Recomputes the address tables, counters and cursors from the service records.
+    /// Recomputes the address tables and counters from the service records.
     fn rebuild_tables(&mut self) {
         self.ips.clear();
         self.shared.clear();
+        self.runs = Default::default();
         self.runtime = self
             .pools
             .values()
             .map(|p| {
-                let cursors = p
-                    .ranges
-                    .iter()
-                    .map(|r| Cursor { range: *r, next: Some(r.bounds().0) })
-                    .collect();
-                let rt = PoolRuntime { cursors, size: pool_size(p), taken: [0; 2], assigned: [0; 2] };
+                let rt = PoolRuntime {
+                    size: pool_size(p),
+                    taken: [0; 2],
+                    assigned: [0; 2],
+                };
                 (p.name.clone(), rt)
             })
             .collect();
@@ -331,7 +403,9 @@ impl State {
     fn clash(&self, req: &ServiceRequest, ip: IpAddr) -> Option<Clash> {
         let rec = self.ips.get(&ip)?;
         for h in rec.holders.iter().filter(|h| **h != req.key) {
-            let Some(other) = self.services.get(h).map(|r| &r.req) else { continue };
+            let Some(other) = self.services.get(h).map(|r| &r.req) else {
+                continue;
+            };
             if req.sharing_key.is_none() || req.sharing_key != other.sharing_key {
                 return Some(Clash::InUse(h.clone()));
             }
@@ -375,26 +449,19 @@ impl State {
         Ok(c.into_iter().map(|p| p.name.clone()).collect())
     }
 
-    /// The lowest address of `pool` and `family` nobody holds; advances the cursors.
-    fn first_free(&mut self, pool: &str, family: Family) -> Option<IpAddr> {
-        let avoid = self.pools.get(pool)?.avoid_buggy_ips == BuggyIps::Avoid;
-        let ips = &self.ips;
-        let rt = self.runtime.get_mut(pool)?;
-        let mut best: Option<u128> = None;
-        for c in rt.cursors.iter_mut().filter(|c| c.range.family() == family) {
-            let (_, last) = c.range.bounds();
-            while let Some(n) = c.next {
-                let ip = from_u128(family, n);
-                if !ips.contains_key(&ip) && !(avoid && is_buggy_ip(ip)) {
-                    break;
-                }
-                c.next = n.checked_add(1).filter(|m| *m <= last);
-            }
-            if let Some(n) = c.next {
-                best = Some(best.map_or(n, |b| b.min(n)));
-            }
-        }
-        best.map(|n| from_u128(family, n))
+    /// The lowest address of `pool` and `family` nobody holds.
+    fn first_free(&self, pool: &Pool, family: Family) -> Option<IpAddr> {
+        let avoid = pool.avoid_buggy_ips == BuggyIps::Avoid;
+        let runs = &self.runs[fam_idx(family)];
+        pool.ranges
+            .iter()
+            .filter(|r| r.family() == family)
+            .filter_map(|r| {
+                let (lo, hi) = r.bounds();
+                runs.first_free(family, lo, hi, avoid)
+            })
+            .min()
+            .map(|n| from_u128(family, n))
     }
 
     /// An address of `family` already shared under the Service's key that it may join.
@@ -407,7 +474,7 @@ impl State {
 
     /// The Service's address for `family`, picked from the candidate pools.
     fn pick(
-        &mut self,
+        &self,
         req: &ServiceRequest,
         family: Family,
         pools: &[String],
@@ -435,35 +502,49 @@ impl State {
             if let Some(ip) = self.joinable(req, pool, family) {
                 return Ok((ip, (*name).clone()));
             }
-            if let Some(ip) = self.first_free(name, family) {
+            if let Some(ip) = self.first_free(pool, family) {
                 return Ok((ip, (*name).clone()));
             }
         }
         let names: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
-        Err(AllocError::PoolExhausted { pool: names.join(", "), family })
+        Err(AllocError::PoolExhausted {
+            pool: names.join(", "),
+            family,
+        })
     }
 
     /// The current address of `family` the Service may keep, if any.
     fn keepable(&self, req: &ServiceRequest, family: Family) -> Option<(IpAddr, String)> {
-        let held = self.services.get(&req.key).map_or(&[][..], |r| r.ips.as_slice());
+        let held = self
+            .services
+            .get(&req.key)
+            .map_or(&[][..], |r| r.ips.as_slice());
         let mine = held.iter().map(|(ip, p)| (*ip, Some(p.as_str())));
         let current = req.current_ips.iter().map(|ip| {
-            (*ip, held.iter().find(|(h, _)| h == ip).map(|(_, p)| p.as_str()))
+            (
+                *ip,
+                held.iter().find(|(h, _)| h == ip).map(|(_, p)| p.as_str()),
+            )
         });
-        current.chain(mine).filter(|(ip, _)| Family::of(*ip) == family).find_map(|(ip, prefer)| {
-            if !req.requested_ips.is_empty() && !req.requested_ips.contains(&ip) {
-                return None;
-            }
-            let prefer = prefer.or_else(|| self.ips.get(&ip).map(|r| r.pool.as_str()));
-            let pool = self.pool_for(req, ip, prefer)?;
-            self.clash(req, ip).is_none().then_some((ip, pool))
-        })
+        current
+            .chain(mine)
+            .filter(|(ip, _)| Family::of(*ip) == family)
+            .find_map(|(ip, prefer)| {
+                if !req.requested_ips.is_empty() && !req.requested_ips.contains(&ip) {
+                    return None;
+                }
+                let prefer = prefer.or_else(|| self.ips.get(&ip).map(|r| r.pool.as_str()));
+                let pool = self.pool_for(req, ip, prefer)?;
+                self.clash(req, ip).is_none().then_some((ip, pool))
+            })
     }
 
     /// The requested address of `family`, or why it cannot be had.
     fn requested(&self, req: &ServiceRequest, ip: IpAddr) -> Result<(IpAddr, String), AllocError> {
         let prefer = self.ips.get(&ip).map(|r| r.pool.as_str());
-        let pool = self.pool_for(req, ip, prefer).ok_or(AllocError::RequestedIPNotInPool { ip })?;
+        let pool = self
+            .pool_for(req, ip, prefer)
+            .ok_or(AllocError::RequestedIPNotInPool { ip })?;
         match self.clash(req, ip) {
             None => Ok((ip, pool)),
             Some(Clash::InUse(by)) => Err(AllocError::RequestedIPInUse { ip, by }),
@@ -471,7 +552,7 @@ impl State {
         }
     }
 
-    fn plan(&mut self, req: &ServiceRequest) -> Result<Vec<(IpAddr, String)>, AllocError> {
+    fn plan(&self, req: &ServiceRequest) -> Result<Vec<(IpAddr, String)>, AllocError> {
         let fams = wanted_families(req)?;
         let mut plan: Vec<(IpAddr, String)> = Vec::new();
         let mut candidates: Option<Result<Vec<String>, AllocError>> = None;
@@ -482,7 +563,9 @@ impl State {
             } else if let Some(ip) = req.requested_ips.iter().find(|ip| Family::of(**ip) == fam) {
                 self.requested(req, *ip)
             } else {
-                let pools = candidates.get_or_insert_with(|| self.candidate_pools(req)).clone();
+                let pools = candidates
+                    .get_or_insert_with(|| self.candidate_pools(req))
+                    .clone();
                 let prefer = plan.first().map(|(_, p)| p.clone());
                 pools.and_then(|pools| self.pick(req, fam, &pools, prefer.as_deref()))
             };
@@ -504,7 +587,10 @@ impl State {
 
     pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
         let kept: Vec<(IpAddr, String)> = match wanted_families(req) {
-            Ok(fams) => fams.into_iter().filter_map(|f| self.keepable(req, f)).collect(),
+            Ok(fams) => fams
+                .into_iter()
+                .filter_map(|f| self.keepable(req, f))
+                .collect(),
             Err(_) => Vec::new(),
         };
         if kept.is_empty() {
@@ -519,7 +605,10 @@ impl State {
         match self.plan(req) {
             Ok(plan) => {
                 self.commit(req, plan.clone());
-                let changed = plan.iter().map(|(ip, _)| *ip).ne(req.current_ips.iter().copied());
+                let changed = plan
+                    .iter()
+                    .map(|(ip, _)| *ip)
+                    .ne(req.current_ips.iter().copied());
                 Ok(Assignment { ips: plan, changed })
             }
             Err(e) => {
@@ -531,27 +620,45 @@ impl State {
 
     fn commit(&mut self, req: &ServiceRequest, plan: Vec<(IpAddr, String)>) {
         let key = req.key.clone();
-        let old = self.services.get(&key).map(|r| r.ips.clone()).unwrap_or_default();
+        let old = self
+            .services
+            .get(&key)
+            .map(|r| r.ips.clone())
+            .unwrap_or_default();
         let touched: BTreeSet<IpAddr> = old.iter().chain(&plan).map(|(ip, _)| *ip).collect();
         for ip in &touched {
             self.deindex(*ip);
         }
-        for (ip, _) in old.iter().filter(|(ip, _)| !plan.iter().any(|(p, _)| p == ip)) {
+        for (ip, _) in old
+            .iter()
+            .filter(|(ip, _)| !plan.iter().any(|(p, _)| p == ip))
+        {
             self.unhold(*ip, &key);
         }
-        for (ip, pool) in plan.iter().filter(|(ip, _)| !old.iter().any(|(o, _)| o == ip)) {
+        for (ip, pool) in plan
+            .iter()
+            .filter(|(ip, _)| !old.iter().any(|(o, _)| o == ip))
+        {
             self.hold(*ip, pool, &key);
         }
         let mut stored = req.clone();
         stored.current_ips.clear();
-        self.services.insert(key, ServiceRecord { req: stored, ips: plan });
+        self.services.insert(
+            key,
+            ServiceRecord {
+                req: stored,
+                ips: plan,
+            },
+        );
         for ip in touched {
             self.index(ip);
         }
     }
 
     pub fn release(&mut self, key: &ServiceKey) {
-        let Some(rec) = self.services.get(key) else { return };
+        let Some(rec) = self.services.get(key) else {
+            return;
+        };
         let ips: Vec<IpAddr> = rec.ips.iter().map(|(ip, _)| *ip).collect();
         for ip in &ips {
             self.deindex(*ip);
@@ -572,12 +679,21 @@ impl State {
             }
             return;
         }
-        self.ips.insert(ip, IpRecord { pool: pool.to_owned(), holders: vec![key.clone()] });
+        self.ips.insert(
+            ip,
+            IpRecord {
+                pool: pool.to_owned(),
+                holders: vec![key.clone()],
+            },
+        );
+        self.runs[fam_idx(Family::of(ip))].insert(to_u128(ip));
         self.count(ip, pool, 1);
     }
 
     fn unhold(&mut self, ip: IpAddr, key: &ServiceKey) {
-        let Some(rec) = self.ips.get_mut(&ip) else { return };
+        let Some(rec) = self.ips.get_mut(&ip) else {
+            return;
+        };
         rec.holders.retain(|h| h != key);
         if !rec.holders.is_empty() {
             return;
@@ -585,19 +701,18 @@ impl State {
         let pool = rec.pool.clone();
         self.ips.remove(&ip);
         self.count(ip, &pool, -1);
-        let n = to_u128(ip);
-        for rt in self.runtime.values_mut() {
-            for c in rt.cursors.iter_mut().filter(|c| c.range.contains(ip)) {
-                c.next = Some(c.next.map_or(n, |m| m.min(n)));
-            }
-        }
+        self.runs[fam_idx(Family::of(ip))].remove(to_u128(ip));
     }
 
     /// Adds `delta` (+1/-1) to the counters `ip` affects.
     fn count(&mut self, ip: IpAddr, holder_pool: &str, delta: i8) {
         let f = fam_idx(Family::of(ip));
         let apply = |v: &mut u128| {
-            *v = if delta > 0 { *v + 1 } else { v.saturating_sub(1) };
+            *v = if delta > 0 {
+                *v + 1
+            } else {
+                v.saturating_sub(1)
+            };
         };
         for (name, rt) in self.runtime.iter_mut() {
             if self.pools.get(name).is_some_and(|p| p.contains(ip)) {
