@@ -538,3 +538,53 @@ fn updates_touch_only_the_changed_service_and_remove_leaves_nothing() {
     );
     restarted.remove().expect("removing twice is fine");
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn ten_thousand_services_full_resync_and_one_service_update() {
+    if std::env::var_os("FERROLB_FORWARD_SCALE").is_none() {
+        eprintln!("skipped: set FERROLB_FORWARD_SCALE=1 (takes minutes in a debug build)");
+        return;
+    }
+    let lab = Lab::new();
+    let start = Instant::now();
+    let _ = plan_of(&[]);
+    let mut fwd = lab.forwarder();
+    let services: Vec<ForwardService> = (0..10_000u32)
+        .map(|i| {
+            let vip = format!("203.0.113.{}", i % 250 + 1);
+            service(
+                &format!("svc{i}"),
+                &[&vip],
+                1000 + (i / 250) as u16,
+                &["198.18.1.2", "198.18.2.2"],
+            )
+        })
+        .collect();
+    let planned = plan_of(&services);
+    eprintln!("planning 10k services: {:?}", start.elapsed());
+    let full = fwd.apply(&planned).unwrap();
+    eprintln!(
+        "full apply: {:?}, {} commands",
+        full.elapsed,
+        full.script.lines().count()
+    );
+    let mut changed = services.clone();
+    let mut took = Vec::new();
+    for round in 0..20 {
+        let eps: &[&str] = if round % 2 == 0 {
+            &["198.18.1.2"]
+        } else {
+            &["198.18.1.2", "198.18.2.2"]
+        };
+        changed[5000].endpoints = eps.iter().map(|e| endpoint(e)).collect();
+        let r = fwd.apply(&plan_of(&changed)).unwrap();
+        assert_eq!((r.kind, r.services_changed), (ApplyKind::Incremental, 1));
+        took.push(r.elapsed);
+    }
+    took.sort();
+    eprintln!(
+        "10k services: full {:?}; one-service update p50 {:?} p99 {:?} (includes planning and diffing 10k)",
+        full.elapsed, took[10], took[19]
+    );
+}
