@@ -24,9 +24,22 @@ fn vlan() -> impl Strategy<Value = Option<VlanTag>> {
 }
 
 fn arp() -> impl Strategy<Value = ArpPacket> {
-    (prop_oneof![Just(ArpOperation::Request), Just(ArpOperation::Reply)], mac(), ipv4(), mac(), ipv4()).prop_map(
-        |(op, sender_mac, sender_ip, target_mac, target_ip)| ArpPacket { op, sender_mac, sender_ip, target_mac, target_ip },
+    (
+        prop_oneof![Just(ArpOperation::Request), Just(ArpOperation::Reply)],
+        mac(),
+        ipv4(),
+        mac(),
+        ipv4(),
     )
+        .prop_map(
+            |(op, sender_mac, sender_ip, target_mac, target_ip)| ArpPacket {
+                op,
+                sender_mac,
+                sender_ip,
+                target_mac,
+                target_ip,
+            },
+        )
 }
 
 fn option() -> impl Strategy<Value = NdpOption> {
@@ -34,30 +47,68 @@ fn option() -> impl Strategy<Value = NdpOption> {
         mac().prop_map(NdpOption::SourceLinkLayer),
         mac().prop_map(NdpOption::TargetLinkLayer),
         // Bodies that fill whole 8-octet units, so they round-trip without padding.
-        ((3u8..=255).prop_filter("not a link-layer option", |k| *k > 2), 1usize..4, any::<u8>())
-            .prop_map(|(kind, units, fill)| NdpOption::Other { kind, data: vec![fill; units * 8 - 2] }),
+        (
+            (3u8..=255).prop_filter("not a link-layer option", |k| *k > 2),
+            1usize..4,
+            any::<u8>()
+        )
+            .prop_map(|(kind, units, fill)| NdpOption::Other {
+                kind,
+                data: vec![fill; units * 8 - 2]
+            }),
     ]
 }
 
 fn ndp() -> impl Strategy<Value = NdpPacket> {
-    let header = (any::<u8>(), 0u32..(1 << 20), any::<u8>(), ipv6(), ipv6()).prop_map(|(traffic_class, flow_label, hop_limit, src, dst)| {
-        Ipv6Header { traffic_class, flow_label, next_header: NEXT_HEADER_ICMPV6, hop_limit, src, dst }
-    });
+    let header = (any::<u8>(), 0u32..(1 << 20), any::<u8>(), ipv6(), ipv6()).prop_map(
+        |(traffic_class, flow_label, hop_limit, src, dst)| Ipv6Header {
+            traffic_class,
+            flow_label,
+            next_header: NEXT_HEADER_ICMPV6,
+            hop_limit,
+            src,
+            dst,
+        },
+    );
     let message = prop_oneof![
-        (ipv6(), proptest::collection::vec(option(), 0..4)).prop_map(|(target, options)| NdpMessage::Solicitation { target, options }),
-        (0u8..8, ipv6(), proptest::collection::vec(option(), 0..4))
-            .prop_map(|(f, target, options)| NdpMessage::Advertisement { flags: NaFlags(f << 5), target, options }),
+        (ipv6(), proptest::collection::vec(option(), 0..4))
+            .prop_map(|(target, options)| NdpMessage::Solicitation { target, options }),
+        (0u8..8, ipv6(), proptest::collection::vec(option(), 0..4)).prop_map(
+            |(f, target, options)| NdpMessage::Advertisement {
+                flags: NaFlags(f << 5),
+                target,
+                options
+            }
+        ),
     ];
     (header, any::<u8>(), message).prop_map(|(ip, code, message)| NdpPacket { ip, code, message })
 }
 
 fn state() -> ResponderState {
     let ips = [
-        (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), IpStatus::Announced { interface: "eth0".into() }),
-        (IpAddr::V6("2001:db8:0:1::10".parse().unwrap()), IpStatus::Announced { interface: "eth0".into() }),
-        (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)), IpStatus::OwnedBy(NodeName::from("b"))),
+        (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+            IpStatus::Announced {
+                interface: "eth0".into(),
+            },
+        ),
+        (
+            IpAddr::V6("2001:db8:0:1::10".parse().unwrap()),
+            IpStatus::Announced {
+                interface: "eth0".into(),
+            },
+        ),
+        (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
+            IpStatus::OwnedBy(NodeName::from("b")),
+        ),
     ];
-    ResponderState { interface: "eth0".into(), mac: MacAddr([2, 0, 0, 0, 0xd, 1]), link_local: None, ips: ips.into_iter().collect() }
+    ResponderState {
+        interface: "eth0".into(),
+        mac: MacAddr([2, 0, 0, 0, 0xd, 1]),
+        link_local: None,
+        ips: ips.into_iter().collect(),
+    }
 }
 
 proptest! {

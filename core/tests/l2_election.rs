@@ -9,7 +9,9 @@ fn ips(n: usize, salt: u32) -> Vec<IpAddr> {
     (0..n as u32)
         .map(|i| {
             if i % 3 == 0 {
-                IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000u128 + u128::from(i * 7 + salt)))
+                IpAddr::V6(Ipv6Addr::from(
+                    0x2001_0db8_0000_0001_0000_0000_0000_0000u128 + u128::from(i * 7 + salt),
+                ))
             } else {
                 IpAddr::V4(Ipv4Addr::from(0xcb00_7100u32 + i * 5 + salt))
             }
@@ -18,7 +20,9 @@ fn ips(n: usize, salt: u32) -> Vec<IpAddr> {
 }
 
 fn nodes(k: usize, salt: u32) -> Vec<NodeName> {
-    (0..k).map(|i| NodeName(format!("worker-{salt}-{i}"))).collect()
+    (0..k)
+        .map(|i| NodeName(format!("worker-{salt}-{i}")))
+        .collect()
 }
 
 fn uniform(ips: &[IpAddr], nodes: &[NodeName]) -> BTreeMap<IpAddr, Vec<NodeName>> {
@@ -74,7 +78,8 @@ fn balanced_with_different_eligible_sets_keeps_ips_on_their_nodes() {
     let ns = nodes(3, 3);
     let ip = ips(6, 3);
     // Only node 0 may announce the first four IPs (e.g. ETP Local): the cap (2) cannot hold.
-    let mut c: BTreeMap<IpAddr, Vec<NodeName>> = ip[..4].iter().map(|i| (*i, vec![ns[0].clone()])).collect();
+    let mut c: BTreeMap<IpAddr, Vec<NodeName>> =
+        ip[..4].iter().map(|i| (*i, vec![ns[0].clone()])).collect();
     c.extend(ip[4..].iter().map(|i| (*i, ns.clone())));
     let a = assign(&c, Mode::Balanced);
     assert_eq!(a.len(), 6);

@@ -20,7 +20,9 @@ fn v6(s: &str) -> Ipv6Addr {
 fn testdata(name: &str) -> Vec<u8> {
     let path = format!("{}/testdata/l2/{name}.hex", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    text.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
 }
 
 fn payload_arp(f: &Frame) -> ArpPacket {
@@ -57,9 +59,26 @@ const ARP_REQUEST: [u8; 60] = [
 #[test]
 fn arp_request_both_ways() {
     let f = Frame::decode(&ARP_REQUEST).unwrap();
-    assert_eq!(f.eth, EthernetHeader { dst: MacAddr::BROADCAST, src: CLIENT, vlan: None, ethertype: ETHERTYPE_ARP });
+    assert_eq!(
+        f.eth,
+        EthernetHeader {
+            dst: MacAddr::BROADCAST,
+            src: CLIENT,
+            vlan: None,
+            ethertype: ETHERTYPE_ARP
+        }
+    );
     assert_eq!(payload_arp(&f), ArpPacket::request(CLIENT, CLIENT4, VIP4));
-    assert_eq!(Frame::arp(MacAddr::BROADCAST, CLIENT, None, ArpPacket::request(CLIENT, CLIENT4, VIP4)).encode(), ARP_REQUEST);
+    assert_eq!(
+        Frame::arp(
+            MacAddr::BROADCAST,
+            CLIENT,
+            None,
+            ArpPacket::request(CLIENT, CLIENT4, VIP4)
+        )
+        .encode(),
+        ARP_REQUEST
+    );
 }
 
 #[rustfmt::skip]
@@ -172,15 +191,21 @@ const NA_SOLICITED: [u8; 86] = [
 fn solicited_advertisement_both_ways() {
     let ns = payload_ndp(&Frame::decode(&NS).unwrap()).clone();
     let na = NdpPacket::solicited_advertisement(&ns, v6("fe80::ff:fe00:a01"), US).unwrap();
-    assert_eq!(Frame::ndp(CLIENT, US, None, na.clone()).encode(), NA_SOLICITED);
+    assert_eq!(
+        Frame::ndp(CLIENT, US, None, na.clone()).encode(),
+        NA_SOLICITED
+    );
     assert_eq!(payload_ndp(&Frame::decode(&NA_SOLICITED).unwrap()), &na);
-    let NdpMessage::Advertisement { flags, .. } = na.message else { panic!() };
+    let NdpMessage::Advertisement { flags, .. } = na.message else {
+        panic!()
+    };
     assert_eq!(flags, NaFlags::SOLICITED | NaFlags::OVERRIDE);
 }
 
 #[test]
 fn unsolicited_advertisement_bytes() {
-    let bytes = unsolicited_frame(v6("fe80::ff:fe00:a01"), US, v6("2001:db8:0:1::10"), None).encode();
+    let bytes =
+        unsolicited_frame(v6("fe80::ff:fe00:a01"), US, v6("2001:db8:0:1::10"), None).encode();
     #[rustfmt::skip]
     let want: [u8; 86] = [
         0x33, 0x33, 0x00, 0x00, 0x00, 0x01, // all-nodes MAC
@@ -217,7 +242,11 @@ fn tagged_arp_request_decodes_and_keeps_its_tag() {
 fn roundtrip_kernel(name: &str) -> Frame {
     let bytes = testdata(name);
     let f = Frame::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(f.encode()[..bytes.len()], bytes[..], "{name} re-encodes byte for byte");
+    assert_eq!(
+        f.encode()[..bytes.len()],
+        bytes[..],
+        "{name} re-encodes byte for byte"
+    );
     f
 }
 
@@ -226,7 +255,14 @@ fn kernel_arp() {
     let a = payload_arp(&roundtrip_kernel("arp_request"));
     let b = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
     let a_mac = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
-    assert_eq!(a, ArpPacket::request(a_mac, Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)));
+    assert_eq!(
+        a,
+        ArpPacket::request(
+            a_mac,
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 2)
+        )
+    );
     let r = payload_arp(&roundtrip_kernel("arp_reply"));
     assert_eq!(r, a.reply_to(b));
 }
@@ -237,18 +273,34 @@ fn kernel_ndp() {
     let b_mac = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
 
     let ns = payload_ndp(&roundtrip_kernel("ns_multicast")).clone();
-    assert_eq!(ns, NdpPacket::solicitation(v6("2001:db8:0:1::1"), a_mac, v6("2001:db8:0:1::2")));
+    assert_eq!(
+        ns,
+        NdpPacket::solicitation(v6("2001:db8:0:1::1"), a_mac, v6("2001:db8:0:1::2"))
+    );
 
     let na = payload_ndp(&roundtrip_kernel("na_solicited")).clone();
-    assert_eq!(na, NdpPacket::solicited_advertisement(&ns, v6("2001:db8:0:1::2"), b_mac).unwrap());
+    assert_eq!(
+        na,
+        NdpPacket::solicited_advertisement(&ns, v6("2001:db8:0:1::2"), b_mac).unwrap()
+    );
 
     let dad = payload_ndp(&roundtrip_kernel("ns_dad_global")).clone();
     assert!(dad.ip.src.is_unspecified());
     assert_eq!(dad.validate(), Ok(()));
-    assert!(matches!(dad.message.options(), [NdpOption::Other { kind: 14, data }] if data.len() == 6), "nonce option");
+    assert!(
+        matches!(dad.message.options(), [NdpOption::Other { kind: 14, data }] if data.len() == 6),
+        "nonce option"
+    );
 
     let un = payload_ndp(&roundtrip_kernel("na_unsolicited_override")).clone();
-    assert_eq!(un, NdpPacket::unsolicited_advertisement(v6("fe80::ff:fe00:a01"), a_mac, v6("fe80::ff:fe00:a01")));
+    assert_eq!(
+        un,
+        NdpPacket::unsolicited_advertisement(
+            v6("fe80::ff:fe00:a01"),
+            a_mac,
+            v6("fe80::ff:fe00:a01")
+        )
+    );
 
     let nud = payload_ndp(&roundtrip_kernel("ns_unicast_nud")).clone();
     assert_eq!(nud.ip.dst, v6("2001:db8:0:1::1"));
@@ -256,7 +308,13 @@ fn kernel_ndp() {
 
     let bare = payload_ndp(&roundtrip_kernel("na_solicited_no_tlla")).clone();
     assert_eq!(bare.target_link_layer(), None);
-    assert!(matches!(bare.message, NdpMessage::Advertisement { flags: NaFlags(0x40), .. }));
+    assert!(matches!(
+        bare.message,
+        NdpMessage::Advertisement {
+            flags: NaFlags(0x40),
+            ..
+        }
+    ));
     for p in [&ns, &na, &un, &nud, &bare] {
         assert_eq!(p.validate(), Ok(()));
         assert_eq!(p.ip.next_header, NEXT_HEADER_ICMPV6);
@@ -265,8 +323,14 @@ fn kernel_ndp() {
 
 #[test]
 fn kernel_non_ndp_icmpv6_is_told_apart() {
-    assert_eq!(Frame::decode(&testdata("rs_router_solicitation")), Err(DecodeError::NotNdp(133)));
-    assert_eq!(Frame::decode(&testdata("icmpv6_echo_request")), Err(DecodeError::NotNdp(128)));
+    assert_eq!(
+        Frame::decode(&testdata("rs_router_solicitation")),
+        Err(DecodeError::NotNdp(133))
+    );
+    assert_eq!(
+        Frame::decode(&testdata("icmpv6_echo_request")),
+        Err(DecodeError::NotNdp(128))
+    );
     let h = EthernetHeader::decode(&testdata("icmpv6_echo_request")).unwrap();
     assert_eq!(h.ethertype, ETHERTYPE_IPV6);
     let (ip, _) = Ipv6Header::decode(&testdata("icmpv6_echo_request")[14..]).unwrap();

@@ -125,7 +125,10 @@ pub fn eligible_nodes(
     live: &BTreeSet<NodeName>,
 ) -> Vec<(NodeName, Eligibility)> {
     let mut covering: Vec<&L2AdvView> = match service.ips.get(&ip) {
-        Some(pool) => advertisements.iter().filter(|a| a.pools.contains(pool)).collect(),
+        Some(pool) => advertisements
+            .iter()
+            .filter(|a| a.pools.contains(pool))
+            .collect(),
         None => Vec::new(),
     };
     covering.sort_by(|a, b| a.name.cmp(&b.name));
@@ -166,7 +169,9 @@ fn check(
     let selecting: Vec<&L2AdvView> = covering
         .iter()
         .copied()
-        .filter(|a| a.node_selectors.is_empty() || a.node_selectors.iter().any(|s| s.matches(&node.labels)))
+        .filter(|a| {
+            a.node_selectors.is_empty() || a.node_selectors.iter().any(|s| s.matches(&node.labels))
+        })
         .collect();
     if selecting.is_empty() {
         return Err(Ineligible::NotSelected);
@@ -174,7 +179,9 @@ fn check(
     if service.nodes_with_ready_endpoints.is_empty() {
         return Err(Ineligible::NoReadyEndpoints);
     }
-    if service.external_traffic_policy == TrafficPolicy::Local && !service.nodes_with_ready_endpoints.contains(&node.name) {
+    if service.external_traffic_policy == TrafficPolicy::Local
+        && !service.nodes_with_ready_endpoints.contains(&node.name)
+    {
         return Err(Ineligible::NoLocalEndpoint);
     }
     pick_interface(ip, node, &selecting)
@@ -182,9 +189,17 @@ fn check(
 
 /// An interface an advertisement names wins (advertisements by name, then list order); else
 /// the interface whose subnet containing `ip` is the most specific (name breaks ties).
-fn pick_interface(ip: IpAddr, node: &NodeView, selecting: &[&L2AdvView]) -> Result<String, Ineligible> {
+fn pick_interface(
+    ip: IpAddr,
+    node: &NodeView,
+    selecting: &[&L2AdvView],
+) -> Result<String, Ineligible> {
     let has = |name: &str| node.interfaces.iter().any(|i| i.name == name);
-    if let Some(name) = selecting.iter().flat_map(|a| a.interfaces.iter()).find(|n| has(n)) {
+    if let Some(name) = selecting
+        .iter()
+        .flat_map(|a| a.interfaces.iter())
+        .find(|n| has(n))
+    {
         return Ok(name.clone());
     }
     if selecting.iter().all(|a| !a.interfaces.is_empty()) {
@@ -192,7 +207,14 @@ fn pick_interface(ip: IpAddr, node: &NodeView, selecting: &[&L2AdvView]) -> Resu
     }
     node.interfaces
         .iter()
-        .filter_map(|i| i.addrs.iter().filter(|net| net.contains(&ip)).map(|net| net.prefix_len()).max().map(|p| (p, &i.name)))
+        .filter_map(|i| {
+            i.addrs
+                .iter()
+                .filter(|net| net.contains(&ip))
+                .map(|net| net.prefix_len())
+                .max()
+                .map(|p| (p, &i.name))
+        })
         .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
         .map(|(_, name)| name.clone())
         .ok_or(Ineligible::NoInterfaceInSubnet)

@@ -79,5 +79,9 @@ mod tests {
     }
 
     // Computed by an independent Python implementation of the same encoding.
-    const PINNED: [u64; 3] = [0x9cd2_0cf0_ff9d_8540, 0x6b57_44c9_c67a_f38e, 0xac7c_001e_e388_8016];
+    const PINNED: [u64; 3] = [
+        0x9cd2_0cf0_ff9d_8540,
+        0x6b57_44c9_c67a_f38e,
+        0xac7c_001e_e388_8016,
+    ];
 }

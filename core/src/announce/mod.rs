@@ -12,10 +12,13 @@ pub mod plan;
 pub mod selector;
 
 pub use eligibility::{
-    Eligibility, Ineligible, InterfaceView, L2AdvView, NodeView, ServiceView, TrafficPolicy, eligible_nodes,
+    Eligibility, Ineligible, InterfaceView, L2AdvView, NodeView, ServiceView, TrafficPolicy,
+    eligible_nodes,
 };
 pub use owner::{Mode, assign, owner};
-pub use plan::{Action, Announcement, Election, GratuitousSchedule, Inputs, Plan, Poll, diff, elect, plan};
+pub use plan::{
+    Action, Announcement, Election, GratuitousSchedule, Inputs, Plan, Poll, diff, elect, plan,
+};
 pub use selector::{LabelSelector, Requirement};
 
 use std::fmt;
@@ -67,7 +70,10 @@ pub struct ServiceKey {
 impl ServiceKey {
     /// A key from namespace and name.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 

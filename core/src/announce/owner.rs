@@ -35,14 +35,23 @@ pub enum Mode {
 pub fn owner(ip: IpAddr, nodes: &[NodeName]) -> Option<NodeName> {
     // Ties on a 64-bit weight are practically impossible; the name breaks them anyway so the
     // result never depends on input order.
-    nodes.iter().max_by(|a, b| weight(a, ip).cmp(&weight(b, ip)).then_with(|| b.cmp(a))).cloned()
+    nodes
+        .iter()
+        .max_by(|a, b| weight(a, ip).cmp(&weight(b, ip)).then_with(|| b.cmp(a)))
+        .cloned()
 }
 
 /// Owners for many IPs at once, each from its own eligible nodes; IPs with no eligible node
 /// are left out.
-pub fn assign(candidates: &BTreeMap<IpAddr, Vec<NodeName>>, mode: Mode) -> BTreeMap<IpAddr, NodeName> {
+pub fn assign(
+    candidates: &BTreeMap<IpAddr, Vec<NodeName>>,
+    mode: Mode,
+) -> BTreeMap<IpAddr, NodeName> {
     match mode {
-        Mode::Hash => candidates.iter().filter_map(|(ip, nodes)| owner(*ip, nodes).map(|n| (*ip, n))).collect(),
+        Mode::Hash => candidates
+            .iter()
+            .filter_map(|(ip, nodes)| owner(*ip, nodes).map(|n| (*ip, n)))
+            .collect(),
         Mode::Balanced => balanced(candidates),
     }
 }
@@ -63,9 +72,18 @@ fn balanced(candidates: &BTreeMap<IpAddr, Vec<NodeName>>) -> BTreeMap<IpAddr, No
     // highest weight first; node and IP break (practically impossible) weight ties.
     let mut pairs: Vec<(usize, u64, &NodeName, IpAddr)> = sets
         .iter()
-        .flat_map(|(ip, nodes)| nodes.iter().map(move |n| (nodes.len(), weight(n, *ip), *n, *ip)))
+        .flat_map(|(ip, nodes)| {
+            nodes
+                .iter()
+                .map(move |n| (nodes.len(), weight(n, *ip), *n, *ip))
+        })
         .collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)).then_with(|| a.2.cmp(b.2)).then_with(|| a.3.cmp(&b.3)));
+    pairs.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| a.2.cmp(b.2))
+            .then_with(|| a.3.cmp(&b.3))
+    });
 
     let mut load: BTreeMap<&NodeName, usize> = all_nodes.iter().map(|n| (*n, 0)).collect();
     let mut out: BTreeMap<IpAddr, NodeName> = BTreeMap::new();
@@ -85,9 +103,12 @@ fn balanced(candidates: &BTreeMap<IpAddr, Vec<NodeName>>) -> BTreeMap<IpAddr, No
         if out.contains_key(ip) {
             continue;
         }
-        let best = nodes
-            .iter()
-            .min_by(|a, b| load[*a].cmp(&load[*b]).then_with(|| weight(b, *ip).cmp(&weight(a, *ip))).then_with(|| a.cmp(b)));
+        let best = nodes.iter().min_by(|a, b| {
+            load[*a]
+                .cmp(&load[*b])
+                .then_with(|| weight(b, *ip).cmp(&weight(a, *ip)))
+                .then_with(|| a.cmp(b))
+        });
         if let Some(node) = best {
             *load.entry(node).or_default() += 1;
             out.insert(*ip, (*node).clone());

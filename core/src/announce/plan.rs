@@ -52,7 +52,10 @@ pub struct Election {
 impl Election {
     /// The eligibility of `node`, if it is a known node.
     pub fn eligibility(&self, node: &NodeName) -> Option<&Eligibility> {
-        self.candidates.iter().find(|(n, _)| n == node).map(|(_, e)| e)
+        self.candidates
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, e)| e)
     }
 
     /// The owner and the interface it announces on.
@@ -83,18 +86,31 @@ pub fn elect(inputs: &Inputs<'_>) -> BTreeMap<IpAddr, Election> {
                 continue;
             }
             for ((_, acc), (_, e)) in combined.iter_mut().zip(each) {
-                if matches!(acc, Eligibility::Eligible { .. }) && matches!(e, Eligibility::Ineligible(_)) {
+                if matches!(acc, Eligibility::Eligible { .. })
+                    && matches!(e, Eligibility::Ineligible(_))
+                {
                     *acc = e;
                 }
             }
         }
         let services = services.iter().map(|s| s.key.clone()).collect();
-        elections.insert(ip, Election { services, candidates: combined, owner: None });
+        elections.insert(
+            ip,
+            Election {
+                services,
+                candidates: combined,
+                owner: None,
+            },
+        );
     }
     let candidates: BTreeMap<IpAddr, Vec<NodeName>> = elections
         .iter()
         .map(|(ip, e)| {
-            let eligible = e.candidates.iter().filter(|(_, el)| el.interface().is_some()).map(|(n, _)| n.clone());
+            let eligible = e
+                .candidates
+                .iter()
+                .filter(|(_, el)| el.interface().is_some())
+                .map(|(n, _)| n.clone());
             (*ip, eligible.collect())
         })
         .collect();
@@ -137,7 +153,11 @@ impl Plan {
     }
 
     /// What the responder needs to know about every elected IP from `node`'s point of view.
-    pub fn statuses(&self, node: &NodeName, elections: &BTreeMap<IpAddr, Election>) -> BTreeMap<IpAddr, IpStatus> {
+    pub fn statuses(
+        &self,
+        node: &NodeName,
+        elections: &BTreeMap<IpAddr, Election>,
+    ) -> BTreeMap<IpAddr, IpStatus> {
         let mut out: BTreeMap<IpAddr, IpStatus> = elections
             .iter()
             .map(|(ip, e)| {
@@ -152,7 +172,12 @@ impl Plan {
             })
             .collect();
         for (ip, a) in &self.announcements {
-            out.insert(*ip, IpStatus::Announced { interface: a.interface.clone() });
+            out.insert(
+                *ip,
+                IpStatus::Announced {
+                    interface: a.interface.clone(),
+                },
+            );
         }
         out
     }
@@ -165,7 +190,12 @@ pub fn plan(node: &NodeName, inputs: &Inputs<'_>, previous: &Plan, now: Instant)
 }
 
 /// [`plan`] from an election already computed (the speaker also needs it for status reports).
-pub fn plan_from(node: &NodeName, elections: &BTreeMap<IpAddr, Election>, previous: &Plan, now: Instant) -> Plan {
+pub fn plan_from(
+    node: &NodeName,
+    elections: &BTreeMap<IpAddr, Election>,
+    previous: &Plan,
+    now: Instant,
+) -> Plan {
     let announcements = elections
         .iter()
         .filter_map(|(ip, e)| {
@@ -177,7 +207,14 @@ pub fn plan_from(node: &NodeName, elections: &BTreeMap<IpAddr, Election>, previo
                 Some(p) if p.interface == interface => p.since,
                 _ => now,
             };
-            Some((*ip, Announcement { services: e.services.clone(), interface: interface.to_owned(), since }))
+            Some((
+                *ip,
+                Announcement {
+                    services: e.services.clone(),
+                    interface: interface.to_owned(),
+                    since,
+                },
+            ))
         })
         .collect();
     Plan { announcements }
@@ -222,21 +259,51 @@ pub enum Action {
 /// given-up IP goes quiet at once), then group leaves, joins, and starts (joined before the
 /// first solicitation can be expected).
 pub fn diff(current: &Plan, desired: &Plan, now: Instant) -> Vec<Action> {
-    let moved = |ip: &IpAddr, a: &Announcement| desired.announcements.get(ip).is_none_or(|d| d.interface != a.interface);
-    let started = |ip: &IpAddr, d: &Announcement| current.announcements.get(ip).is_none_or(|c| c.interface != d.interface);
+    let moved = |ip: &IpAddr, a: &Announcement| {
+        desired
+            .announcements
+            .get(ip)
+            .is_none_or(|d| d.interface != a.interface)
+    };
+    let started = |ip: &IpAddr, d: &Announcement| {
+        current
+            .announcements
+            .get(ip)
+            .is_none_or(|c| c.interface != d.interface)
+    };
     let mut out = Vec::new();
     for (ip, a) in current.announcements.iter().filter(|(ip, a)| moved(ip, a)) {
-        out.push(Action::StopAnnouncing { ip: *ip, interface: a.interface.clone() });
+        out.push(Action::StopAnnouncing {
+            ip: *ip,
+            interface: a.interface.clone(),
+        });
     }
-    let (have, want) = (current.solicited_node_groups(), desired.solicited_node_groups());
+    let (have, want) = (
+        current.solicited_node_groups(),
+        desired.solicited_node_groups(),
+    );
     for (interface, group) in have.difference(&want) {
-        out.push(Action::LeaveSolicitedNode { interface: interface.clone(), group: *group });
+        out.push(Action::LeaveSolicitedNode {
+            interface: interface.clone(),
+            group: *group,
+        });
     }
     for (interface, group) in want.difference(&have) {
-        out.push(Action::JoinSolicitedNode { interface: interface.clone(), group: *group });
+        out.push(Action::JoinSolicitedNode {
+            interface: interface.clone(),
+            group: *group,
+        });
     }
-    for (ip, d) in desired.announcements.iter().filter(|(ip, d)| started(ip, d)) {
-        out.push(Action::StartAnnouncing { ip: *ip, interface: d.interface.clone(), gratuitous: GratuitousSchedule::starting(now) });
+    for (ip, d) in desired
+        .announcements
+        .iter()
+        .filter(|(ip, d)| started(ip, d))
+    {
+        out.push(Action::StartAnnouncing {
+            ip: *ip,
+            interface: d.interface.clone(),
+            gratuitous: GratuitousSchedule::starting(now),
+        });
     }
     out
 }
@@ -263,7 +330,11 @@ pub struct GratuitousSchedule {
 impl GratuitousSchedule {
     /// The standard schedule ([`GRATUITOUS_OFFSETS`]) for a takeover at `now`.
     pub fn starting(now: Instant) -> Self {
-        Self { at: GRATUITOUS_OFFSETS.iter().map(|d| now + *d).collect(), next: 0, last_sent: None }
+        Self {
+            at: GRATUITOUS_OFFSETS.iter().map(|d| now + *d).collect(),
+            next: 0,
+            last_sent: None,
+        }
     }
 
     /// Every planned send time.

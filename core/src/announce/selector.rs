@@ -39,7 +39,9 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Whether `labels` satisfy every term (an empty selector matches all).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 }
@@ -49,7 +51,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
     fn set(vs: &[&str]) -> BTreeSet<String> {
         vs.iter().map(|v| v.to_string()).collect()
@@ -61,12 +66,38 @@ mod tests {
         let bare = labels(&[]);
         let cases: Vec<(LabelSelector, bool, bool)> = vec![
             (LabelSelector::default(), true, true),
-            (LabelSelector { match_labels: labels(&[("zone", "a")]), ..Default::default() }, true, false),
-            (LabelSelector { match_labels: labels(&[("zone", "b")]), ..Default::default() }, false, false),
-            (sel(Requirement::In("zone".into(), set(&["a", "b"]))), true, false),
+            (
+                LabelSelector {
+                    match_labels: labels(&[("zone", "a")]),
+                    ..Default::default()
+                },
+                true,
+                false,
+            ),
+            (
+                LabelSelector {
+                    match_labels: labels(&[("zone", "b")]),
+                    ..Default::default()
+                },
+                false,
+                false,
+            ),
+            (
+                sel(Requirement::In("zone".into(), set(&["a", "b"]))),
+                true,
+                false,
+            ),
             (sel(Requirement::In("zone".into(), set(&[]))), false, false),
-            (sel(Requirement::NotIn("zone".into(), set(&["a"]))), false, true),
-            (sel(Requirement::NotIn("zone".into(), set(&["b"]))), true, true),
+            (
+                sel(Requirement::NotIn("zone".into(), set(&["a"]))),
+                false,
+                true,
+            ),
+            (
+                sel(Requirement::NotIn("zone".into(), set(&["b"]))),
+                true,
+                true,
+            ),
             (sel(Requirement::Exists("role".into())), true, false),
             (sel(Requirement::DoesNotExist("role".into())), false, true),
         ];
@@ -82,6 +113,9 @@ mod tests {
     }
 
     fn sel(r: Requirement) -> LabelSelector {
-        LabelSelector { match_labels: BTreeMap::new(), match_expressions: vec![r] }
+        LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![r],
+        }
     }
 }

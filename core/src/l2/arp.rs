@@ -154,7 +154,17 @@ impl ArpPacket {
 /// both broadcast, since some hosts only update their caches from one of the two.
 pub fn gratuitous_frames(mac: MacAddr, ip: Ipv4Addr, vlan: Option<VlanTag>) -> [Frame; 2] {
     [
-        Frame::arp(MacAddr::BROADCAST, mac, vlan, ArpPacket::gratuitous_request(mac, ip)),
-        Frame::arp(MacAddr::BROADCAST, mac, vlan, ArpPacket::gratuitous_reply(mac, ip)),
+        Frame::arp(
+            MacAddr::BROADCAST,
+            mac,
+            vlan,
+            ArpPacket::gratuitous_request(mac, ip),
+        ),
+        Frame::arp(
+            MacAddr::BROADCAST,
+            mac,
+            vlan,
+            ArpPacket::gratuitous_reply(mac, ip),
+        ),
     ]
 }

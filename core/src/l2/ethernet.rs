@@ -193,7 +193,15 @@ mod tests {
             0x08, 0x06, // EtherType ARP
         ];
         let h = EthernetHeader::decode(&bytes).unwrap();
-        assert_eq!(h, EthernetHeader { dst: A, src: B, vlan: None, ethertype: ETHERTYPE_ARP });
+        assert_eq!(
+            h,
+            EthernetHeader {
+                dst: A,
+                src: B,
+                vlan: None,
+                ethertype: ETHERTYPE_ARP
+            }
+        );
         assert_eq!(h.encode(), bytes);
         assert_eq!(h.len(), 14);
     }
@@ -216,16 +224,27 @@ mod tests {
 
     #[test]
     fn truncated_headers() {
-        assert_eq!(EthernetHeader::decode(&[0; 13]), Err(DecodeError::Truncated(Layer::Ethernet)));
+        assert_eq!(
+            EthernetHeader::decode(&[0; 13]),
+            Err(DecodeError::Truncated(Layer::Ethernet))
+        );
         let mut tagged = vec![0; 12];
         tagged.extend_from_slice(&[0x81, 0x00, 0x00]);
-        assert_eq!(EthernetHeader::decode(&tagged), Err(DecodeError::Truncated(Layer::VlanTag)));
+        assert_eq!(
+            EthernetHeader::decode(&tagged),
+            Err(DecodeError::Truncated(Layer::VlanTag))
+        );
     }
 
     #[test]
     fn other_payload_is_padded() {
         let f = Frame {
-            eth: EthernetHeader { dst: A, src: B, vlan: None, ethertype: 0x88b5 },
+            eth: EthernetHeader {
+                dst: A,
+                src: B,
+                vlan: None,
+                ethertype: 0x88b5,
+            },
             payload: Payload::Other(vec![1, 2, 3]),
         };
         let bytes = f.encode();

@@ -31,7 +31,8 @@ pub struct Ipv6Header {
 impl Ipv6Header {
     /// Appends the 40 header bytes for a payload of `payload_len` bytes.
     pub fn encode_into(&self, payload_len: u16, out: &mut Vec<u8>) {
-        let first = (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
+        let first =
+            (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
         out.extend_from_slice(&first.to_be_bytes());
         out.extend_from_slice(&payload_len.to_be_bytes());
         out.push(self.next_header);
@@ -102,7 +103,9 @@ pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
 /// The solicited-node multicast group of `ip`: ff02::1:ff00:0/104 plus its low 24 bits.
 pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
     let o = ip.octets();
-    Ipv6Addr::from([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15]])
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15],
+    ])
 }
 
 /// True when `addr` is in ff02::1:ff00:0/104.
@@ -150,7 +153,10 @@ mod tests {
             dst: ALL_NODES,
         }
         .encode(8);
-        assert_eq!(Ipv6Header::decode(&bytes), Err(DecodeError::Truncated(Layer::Ipv6)));
+        assert_eq!(
+            Ipv6Header::decode(&bytes),
+            Err(DecodeError::Truncated(Layer::Ipv6))
+        );
         bytes.extend_from_slice(&[0; 8]);
         assert!(Ipv6Header::decode(&bytes).is_ok());
         bytes[0] = 0x45;

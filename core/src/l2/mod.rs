@@ -218,7 +218,13 @@ mod tests {
         assert_eq!(mac.to_string(), "02:00:5e:10:00:01");
         assert!(mac.is_unicast());
         assert!(MacAddr::BROADCAST.is_multicast());
-        for bad in ["", "02:00:5e:10:00", "02:00:5e:10:00:01:02", "0:00:5e:10:00:01", "zz:00:5e:10:00:01"] {
+        for bad in [
+            "",
+            "02:00:5e:10:00",
+            "02:00:5e:10:00:01:02",
+            "0:00:5e:10:00:01",
+            "zz:00:5e:10:00:01",
+        ] {
             assert_eq!(bad.parse::<MacAddr>(), Err(ParseMacError), "{bad}");
         }
     }

@@ -2,7 +2,10 @@
 //! link-layer address options, the receive-side validity checks, and the replies we send.
 
 use super::ethernet::{Frame, VlanTag};
-use super::ipv6::{ALL_NODES, Ipv6Header, NEXT_HEADER_ICMPV6, icmpv6_checksum, is_solicited_node, multicast_mac, solicited_node};
+use super::ipv6::{
+    ALL_NODES, Ipv6Header, NEXT_HEADER_ICMPV6, icmpv6_checksum, is_solicited_node, multicast_mac,
+    solicited_node,
+};
 use super::{DecodeError, Layer, MacAddr, Reader};
 use std::net::Ipv6Addr;
 
@@ -39,7 +42,11 @@ impl NdpOption {
     fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             NdpOption::SourceLinkLayer(mac) | NdpOption::TargetLinkLayer(mac) => {
-                let kind = if matches!(self, NdpOption::SourceLinkLayer(_)) { OPT_SOURCE_LL } else { OPT_TARGET_LL };
+                let kind = if matches!(self, NdpOption::SourceLinkLayer(_)) {
+                    OPT_SOURCE_LL
+                } else {
+                    OPT_TARGET_LL
+                };
                 out.extend_from_slice(&[kind, 1]);
                 out.extend_from_slice(&mac.0);
             }
@@ -69,9 +76,16 @@ impl NdpOption {
                         return Err(DecodeError::LinkLayerOptionLength(units));
                     }
                     let mac = Reader::new(body, Layer::NdpOption).mac()?;
-                    if kind == OPT_SOURCE_LL { NdpOption::SourceLinkLayer(mac) } else { NdpOption::TargetLinkLayer(mac) }
+                    if kind == OPT_SOURCE_LL {
+                        NdpOption::SourceLinkLayer(mac)
+                    } else {
+                        NdpOption::TargetLinkLayer(mac)
+                    }
                 }
-                _ => NdpOption::Other { kind, data: body.to_vec() },
+                _ => NdpOption::Other {
+                    kind,
+                    data: body.to_vec(),
+                },
             });
         }
         Ok(out)
@@ -128,14 +142,17 @@ impl NdpMessage {
     /// The target address.
     pub fn target(&self) -> Ipv6Addr {
         match self {
-            NdpMessage::Solicitation { target, .. } | NdpMessage::Advertisement { target, .. } => *target,
+            NdpMessage::Solicitation { target, .. } | NdpMessage::Advertisement { target, .. } => {
+                *target
+            }
         }
     }
 
     /// The options.
     pub fn options(&self) -> &[NdpOption] {
         match self {
-            NdpMessage::Solicitation { options, .. } | NdpMessage::Advertisement { options, .. } => options,
+            NdpMessage::Solicitation { options, .. }
+            | NdpMessage::Advertisement { options, .. } => options,
         }
     }
 }
@@ -177,7 +194,14 @@ pub struct NdpPacket {
 impl NdpPacket {
     fn new(src: Ipv6Addr, dst: Ipv6Addr, message: NdpMessage) -> Self {
         Self {
-            ip: Ipv6Header { traffic_class: 0, flow_label: 0, next_header: NEXT_HEADER_ICMPV6, hop_limit: NDP_HOP_LIMIT, src, dst },
+            ip: Ipv6Header {
+                traffic_class: 0,
+                flow_label: 0,
+                next_header: NEXT_HEADER_ICMPV6,
+                hop_limit: NDP_HOP_LIMIT,
+                src,
+                dst,
+            },
             code: 0,
             message,
         }
@@ -186,13 +210,25 @@ impl NdpPacket {
     /// A solicitation for `target` to its solicited-node group; a source of :: (DAD) gets no
     /// Source Link-Layer Address option.
     pub fn solicitation(src: Ipv6Addr, src_mac: MacAddr, target: Ipv6Addr) -> Self {
-        let options = if src.is_unspecified() { vec![] } else { vec![NdpOption::SourceLinkLayer(src_mac)] };
-        Self::new(src, solicited_node(target), NdpMessage::Solicitation { target, options })
+        let options = if src.is_unspecified() {
+            vec![]
+        } else {
+            vec![NdpOption::SourceLinkLayer(src_mac)]
+        };
+        Self::new(
+            src,
+            solicited_node(target),
+            NdpMessage::Solicitation { target, options },
+        )
     }
 
     /// An unsolicited advertisement to all nodes with Override set: "`target` is now at `mac`".
     pub fn unsolicited_advertisement(src: Ipv6Addr, mac: MacAddr, target: Ipv6Addr) -> Self {
-        let message = NdpMessage::Advertisement { flags: NaFlags::OVERRIDE, target, options: vec![NdpOption::TargetLinkLayer(mac)] };
+        let message = NdpMessage::Advertisement {
+            flags: NaFlags::OVERRIDE,
+            target,
+            options: vec![NdpOption::TargetLinkLayer(mac)],
+        };
         Self::new(src, ALL_NODES, message)
     }
 
@@ -200,13 +236,19 @@ impl NdpPacket {
     /// solicitor with Solicited and Override, or to all nodes without Solicited when the
     /// solicitor is :: (DAD). `None` if `ns` is not a solicitation.
     pub fn solicited_advertisement(ns: &NdpPacket, src: Ipv6Addr, mac: MacAddr) -> Option<Self> {
-        let NdpMessage::Solicitation { target, .. } = ns.message else { return None };
+        let NdpMessage::Solicitation { target, .. } = ns.message else {
+            return None;
+        };
         let (dst, flags) = if ns.ip.src.is_unspecified() {
             (ALL_NODES, NaFlags::OVERRIDE)
         } else {
             (ns.ip.src, NaFlags::SOLICITED | NaFlags::OVERRIDE)
         };
-        let message = NdpMessage::Advertisement { flags, target, options: vec![NdpOption::TargetLinkLayer(mac)] };
+        let message = NdpMessage::Advertisement {
+            flags,
+            target,
+            options: vec![NdpOption::TargetLinkLayer(mac)],
+        };
         Some(Self::new(src, dst, message))
     }
 
@@ -231,7 +273,11 @@ impl NdpPacket {
         let mut out = Vec::with_capacity(32);
         let (kind, flags, target, options) = match &self.message {
             NdpMessage::Solicitation { target, options } => (TYPE_NS, 0, target, options),
-            NdpMessage::Advertisement { flags, target, options } => (TYPE_NA, flags.0 & 0xe0, target, options),
+            NdpMessage::Advertisement {
+                flags,
+                target,
+                options,
+            } => (TYPE_NA, flags.0 & 0xe0, target, options),
         };
         out.extend_from_slice(&[kind, self.code, 0, 0, flags, 0, 0, 0]);
         out.extend_from_slice(&target.octets());
@@ -274,7 +320,10 @@ impl NdpPacket {
         if icmpv6_checksum(ip.src, ip.dst, icmp) != 0 {
             let mut zeroed = icmp.to_vec();
             zeroed[2..4].fill(0);
-            return Err(DecodeError::Icmpv6Checksum { found, expected: icmpv6_checksum(ip.src, ip.dst, &zeroed) });
+            return Err(DecodeError::Icmpv6Checksum {
+                found,
+                expected: icmpv6_checksum(ip.src, ip.dst, &zeroed),
+            });
         }
         let flags = NaFlags(r.u8()? & 0xe0);
         r.take(3)?;
@@ -283,7 +332,11 @@ impl NdpPacket {
         let message = if kind == TYPE_NS {
             NdpMessage::Solicitation { target, options }
         } else {
-            NdpMessage::Advertisement { flags, target, options }
+            NdpMessage::Advertisement {
+                flags,
+                target,
+                options,
+            }
         };
         Ok(Self { ip, code, message })
     }
@@ -308,7 +361,9 @@ impl NdpPacket {
                     return Err(NdpInvalid::SourceLinkLayerFromUnspecified);
                 }
             }
-            NdpMessage::Advertisement { flags, .. } if self.ip.dst.is_multicast() && flags.contains(NaFlags::SOLICITED) => {
+            NdpMessage::Advertisement { flags, .. }
+                if self.ip.dst.is_multicast() && flags.contains(NaFlags::SOLICITED) =>
+            {
                 return Err(NdpInvalid::SolicitedToMulticast);
             }
             _ => {}
@@ -319,6 +374,16 @@ impl NdpPacket {
 
 /// The frame carrying an unsolicited advertisement of `target` at `mac` to all nodes, sent
 /// several times on takeover.
-pub fn unsolicited_frame(src: Ipv6Addr, mac: MacAddr, target: Ipv6Addr, vlan: Option<VlanTag>) -> Frame {
-    Frame::ndp(multicast_mac(ALL_NODES), mac, vlan, NdpPacket::unsolicited_advertisement(src, mac, target))
+pub fn unsolicited_frame(
+    src: Ipv6Addr,
+    mac: MacAddr,
+    target: Ipv6Addr,
+    vlan: Option<VlanTag>,
+) -> Frame {
+    Frame::ndp(
+        multicast_mac(ALL_NODES),
+        mac,
+        vlan,
+        NdpPacket::unsolicited_advertisement(src, mac, target),
+    )
 }

@@ -100,8 +100,12 @@ impl ResponderState {
         match self.ips.get(&ip) {
             None => Err(DropReason::NotOurIp),
             Some(IpStatus::Announced { interface }) if *interface == self.interface => Ok(()),
-            Some(IpStatus::Announced { interface }) => Err(DropReason::WrongInterface { announced_on: interface.clone() }),
-            Some(IpStatus::OwnedBy(owner)) => Err(DropReason::NotOwner { owner: owner.clone() }),
+            Some(IpStatus::Announced { interface }) => Err(DropReason::WrongInterface {
+                announced_on: interface.clone(),
+            }),
+            Some(IpStatus::OwnedBy(owner)) => Err(DropReason::NotOwner {
+                owner: owner.clone(),
+            }),
             Some(IpStatus::Ineligible(r)) => Err(DropReason::NotEligible(*r)),
             Some(IpStatus::Pending) => Err(DropReason::NotYetAnnounced),
             Some(IpStatus::NoOwner) => Err(DropReason::NoOwner),
@@ -113,7 +117,11 @@ impl ResponderState {
     }
 }
 
-fn check_sender(state: &ResponderState, eth: &EthernetHeader, sender: Option<MacAddr>) -> Result<(), DropReason> {
+fn check_sender(
+    state: &ResponderState,
+    eth: &EthernetHeader,
+    sender: Option<MacAddr>,
+) -> Result<(), DropReason> {
     if eth.src == state.mac || sender == Some(state.mac) {
         return Err(DropReason::FromOurselves);
     }
@@ -136,10 +144,13 @@ fn arp_reply(frame: &[u8], state: &ResponderState) -> Result<Frame, DropReason> 
     if eth.ethertype != ETHERTYPE_ARP {
         return Err(DropReason::NotArp);
     }
-    let arp = ArpPacket::decode(frame.get(eth.len()..).unwrap_or_default()).map_err(DropReason::Malformed)?;
+    let arp = ArpPacket::decode(frame.get(eth.len()..).unwrap_or_default())
+        .map_err(DropReason::Malformed)?;
     check_sender(state, &eth, Some(arp.sender_mac))?;
     if state.announced_anywhere(IpAddr::V4(arp.sender_ip)) {
-        return Err(DropReason::SenderUsesOurIp { mac: arp.sender_mac });
+        return Err(DropReason::SenderUsesOurIp {
+            mac: arp.sender_mac,
+        });
     }
     if arp.is_gratuitous() {
         return Err(DropReason::GratuitousFromOthers);
@@ -148,7 +159,12 @@ fn arp_reply(frame: &[u8], state: &ResponderState) -> Result<Frame, DropReason> 
         return Err(DropReason::NotArpRequest);
     }
     state.announced_here(IpAddr::V4(arp.target_ip))?;
-    Ok(Frame::arp(arp.sender_mac, state.mac, eth.vlan, arp.reply_to(state.mac)))
+    Ok(Frame::arp(
+        arp.sender_mac,
+        state.mac,
+        eth.vlan,
+        arp.reply_to(state.mac),
+    ))
 }
 
 /// Decides what to do with a frame received on `state.interface` by the NDP responder.
@@ -166,7 +182,9 @@ fn ndp_reply(frame: &[u8], state: &ResponderState) -> Result<Frame, DropReason> 
     }
     let pkt = match NdpPacket::decode(frame.get(eth.len()..).unwrap_or_default()) {
         Ok(p) => p,
-        Err(DecodeError::NotIcmpv6(_) | DecodeError::NotNdp(_)) => return Err(DropReason::NotNeighborSolicitation),
+        Err(DecodeError::NotIcmpv6(_) | DecodeError::NotNdp(_)) => {
+            return Err(DropReason::NotNeighborSolicitation);
+        }
         Err(e) => return Err(DropReason::Malformed(e)),
     };
     pkt.validate().map_err(DropReason::InvalidNdp)?;
@@ -191,14 +209,24 @@ fn ndp_reply(frame: &[u8], state: &ResponderState) -> Result<Frame, DropReason> 
     }
     state.announced_here(IpAddr::V6(target))?;
     let src = state.link_local.unwrap_or(target);
-    let reply = NdpPacket::solicited_advertisement(&pkt, src, state.mac).ok_or(DropReason::NotNeighborSolicitation)?;
-    let dst_mac = if reply.ip.dst.is_multicast() { multicast_mac(reply.ip.dst) } else { sender_mac };
+    let reply = NdpPacket::solicited_advertisement(&pkt, src, state.mac)
+        .ok_or(DropReason::NotNeighborSolicitation)?;
+    let dst_mac = if reply.ip.dst.is_multicast() {
+        multicast_mac(reply.ip.dst)
+    } else {
+        sender_mac
+    };
     Ok(Frame::ndp(dst_mac, state.mac, eth.vlan, reply))
 }
 
 /// One round of gratuitous frames for `ip` at `mac`: ARP request and reply for IPv4, an
 /// unsolicited advertisement (from `link_local`, else `ip`) for IPv6.
-pub fn gratuitous_frames(ip: IpAddr, mac: MacAddr, link_local: Option<Ipv6Addr>, vlan: Option<VlanTag>) -> Vec<Frame> {
+pub fn gratuitous_frames(
+    ip: IpAddr,
+    mac: MacAddr,
+    link_local: Option<Ipv6Addr>,
+    vlan: Option<VlanTag>,
+) -> Vec<Frame> {
     match ip {
         IpAddr::V4(v4) => arp_gratuitous(mac, v4, vlan).to_vec(),
         IpAddr::V6(v6) => vec![unsolicited_frame(link_local.unwrap_or(v6), mac, v6, vlan)],
