@@ -313,7 +313,7 @@ impl PeerTask {
                     );
                     self.set_error(format!("received NOTIFICATION {n}"));
                 }
-                debug!(%peer, ?conn, ?reason, "closing connection");
+                info!(%peer, ?conn, ?reason, "closing connection");
                 if let Some(c) = self.conns.remove(&conn) {
                     let _ = c.writer.send(WriterCmd::Close);
                     c.reader_task.abort();
@@ -409,6 +409,12 @@ impl PeerTask {
 
     fn start_dial(&mut self) {
         if let Some(d) = self.dial.take() {
+            // Still dialling when the connect retry timer fired: the peer never answered (a
+            // silent drop, e.g. a TCP-MD5 key mismatch, or a filter).
+            if !d.is_finished() {
+                info!(peer = %self.cfg.address, "connect failed: no answer before the connect retry timer");
+                self.set_error("connect failed: no answer".to_string());
+            }
             d.abort();
         }
         self.dial_gen += 1;

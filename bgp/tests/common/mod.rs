@@ -1,0 +1,486 @@
+//! Interop harness: a router namespace running a real BGP daemon and a speaker namespace
+//! running `ferrolb-bgp-lab`, joined by a veth pair. Everything is torn down on drop.
+#![allow(dead_code, clippy::print_stdout)]
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Router side of the link.
+pub const ROUTER_V4: &str = "192.0.2.1";
+/// Speaker side of the link.
+pub const SPEAKER_V4: &str = "192.0.2.11";
+/// Router IPv6.
+pub const ROUTER_V6: &str = "2001:db8:0:1::1";
+/// Speaker IPv6 (announced as the IPv6 next hop).
+pub const SPEAKER_V6: &str = "2001:db8:0:1::11";
+/// The router's ASN.
+pub const ROUTER_AS: u32 = 64500;
+/// The speaker's ASN for eBGP.
+pub const SPEAKER_AS: u32 = 64512;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Which daemon plays the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Daemon {
+    /// gobgpd 3.x.
+    Gobgp,
+    /// BIRD 2.
+    Bird,
+    /// FRR's bgpd, without zebra.
+    Frr,
+}
+
+/// How the router is configured.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// The router's own ASN.
+    pub local_as: u32,
+    /// The ASN the router expects from the speaker.
+    pub peer_as: u32,
+    /// TCP-MD5 password.
+    pub password: Option<String>,
+}
+
+/// What the daemon shows for a prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Communities as `a:b`.
+    pub communities: Vec<String>,
+    /// Large communities as `a:b:c`.
+    pub large: Vec<String>,
+    /// LOCAL_PREF, if the daemon shows it.
+    pub local_pref: Option<u32>,
+}
+
+/// Two namespaces, one daemon, one speaker.
+pub struct Lab {
+    pub daemon: Daemon,
+    pub router_ns: String,
+    pub speaker_ns: String,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+    speaker: Option<(Child, ChildStdin)>,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn ip(args: &[&str]) {
+    let out = run(Command::new("ip").args(args));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `f` every 200 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Lab {
+    /// Creates the namespaces and link for a test named `tag`.
+    pub fn new(daemon: Daemon, tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{n}", std::process::id() % 10000);
+        let router_ns = format!("ferrolb-bgptest-{tag}-{id}-r");
+        let speaker_ns = format!("ferrolb-bgptest-{tag}-{id}-s");
+        let dir = std::env::temp_dir().join(format!("ferrolb-bgptest-{tag}-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let lab = Self {
+            daemon,
+            router_ns,
+            speaker_ns,
+            dir,
+            children: Vec::new(),
+            speaker: None,
+        };
+        let (vr, vs) = (format!("fb{id}r"), format!("fb{id}s"));
+        ip(&["netns", "add", &lab.router_ns]);
+        ip(&["netns", "add", &lab.speaker_ns]);
+        ip(&["link", "add", &vr, "type", "veth", "peer", "name", &vs]);
+        ip(&["link", "set", &vr, "netns", &lab.router_ns]);
+        ip(&["link", "set", &vs, "netns", &lab.speaker_ns]);
+        for (ns, dev, v4, v6) in [
+            (&lab.router_ns, &vr, ROUTER_V4, ROUTER_V6),
+            (&lab.speaker_ns, &vs, SPEAKER_V4, SPEAKER_V6),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        lab
+    }
+
+    /// A command run inside the router namespace.
+    pub fn in_router(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.router_ns, program]);
+        c
+    }
+
+    fn spawn_logged(&mut self, mut cmd: Command, log: &str) {
+        let f = fs::File::create(self.dir.join(log)).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        self.children.push(child);
+    }
+
+    /// Starts the daemon with `cfg`.
+    pub fn start_router(&mut self, cfg: &RouterConfig) {
+        let d = self.dir.display().to_string();
+        match self.daemon {
+            Daemon::Gobgp => {
+                fs::write(self.dir.join("gobgpd.toml"), gobgp_config(cfg)).expect("config");
+                let mut c = self.in_router("gobgpd");
+                c.args(["-t", "toml", "-f", &format!("{d}/gobgpd.toml")]);
+                self.spawn_logged(c, "gobgpd.log");
+            }
+            Daemon::Bird => {
+                fs::write(self.dir.join("bird.conf"), bird_config(cfg, &d)).expect("config");
+                let mut c = self.in_router("bird");
+                c.args([
+                    "-f",
+                    "-c",
+                    &format!("{d}/bird.conf"),
+                    "-s",
+                    &format!("{d}/bird.ctl"),
+                ]);
+                c.args(["-P", &format!("{d}/bird.pid")]);
+                self.spawn_logged(c, "bird.out");
+            }
+            Daemon::Frr => {
+                fs::write(self.dir.join("bgpd.conf"), frr_config(cfg, &d)).expect("config");
+                let mut c = self.in_router("/usr/lib/frr/bgpd");
+                // -S: no user switch (runs as root in a temp dir); -Z: no zebra, routes are
+                // only looked at, never installed; -P 0: no TCP vty.
+                c.args(["-S", "-Z", "-P", "0", "-f", &format!("{d}/bgpd.conf")]);
+                c.args(["-i", &format!("{d}/bgpd.pid"), "--vty_socket", &d]);
+                c.args(["-z", &format!("{d}/zserv.api")]);
+                self.spawn_logged(c, "bgpd.out");
+            }
+        }
+        // Let the daemon bind its port and control socket.
+        let ok = wait_for(Duration::from_secs(10), || self.router_up().then_some(()));
+        assert!(
+            ok.is_some(),
+            "{:?} did not start: {}",
+            self.daemon,
+            self.router_log()
+        );
+    }
+
+    fn router_up(&self) -> bool {
+        match self.daemon {
+            Daemon::Gobgp => self.cli(&["neighbor"]).is_some(),
+            Daemon::Bird => self.cli(&["show", "status"]).is_some(),
+            Daemon::Frr => self.cli(&["show bgp summary"]).is_some(),
+        }
+    }
+
+    /// Runs the daemon's CLI; `None` if it failed.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let d = self.dir.display().to_string();
+        let mut c = match self.daemon {
+            Daemon::Gobgp => self.in_router("gobgp"),
+            Daemon::Bird => {
+                let mut c = Command::new("birdc");
+                c.args(["-s", &format!("{d}/bird.ctl")]);
+                c
+            }
+            Daemon::Frr => {
+                let mut c = Command::new("vtysh");
+                c.args(["--vty_socket", &d]);
+                c
+            }
+        };
+        match self.daemon {
+            Daemon::Frr => {
+                for a in args {
+                    c.args(["-c", a]);
+                }
+            }
+            _ => {
+                c.args(args);
+            }
+        }
+        let out = run(&mut c);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn router_log(&self) -> String {
+        ["gobgpd.log", "bird.out", "bird.log", "bgpd.out", "bgpd.log"]
+            .iter()
+            .filter_map(|f| fs::read_to_string(self.dir.join(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether the daemon shows the session with the speaker as established.
+    pub fn established(&self) -> bool {
+        match self.daemon {
+            Daemon::Gobgp => self
+                .cli(&["neighbor", SPEAKER_V4, "-j"])
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .is_some_and(|v| v["state"]["session_state"] == 6),
+            Daemon::Bird => self
+                .cli(&["show", "protocols", "ferrolb"])
+                .is_some_and(|s| s.contains("Established")),
+            Daemon::Frr => self
+                .cli(&[&format!("show bgp neighbors {SPEAKER_V4} json")])
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .is_some_and(|v| v[SPEAKER_V4]["bgpState"] == "Established"),
+        }
+    }
+
+    /// What the daemon's RIB holds for `prefix` (learned from the speaker), if anything.
+    pub fn route(&self, prefix: &str) -> Option<Seen> {
+        let v6 = prefix.contains(':');
+        match self.daemon {
+            Daemon::Gobgp => {
+                let fam = if v6 { "ipv6" } else { "ipv4" };
+                let s = self.cli(&["global", "rib", "-a", fam, "-j"])?;
+                let v: serde_json::Value = serde_json::from_str(&s).ok()?;
+                let path = v.get(prefix)?.get(0)?;
+                let mut seen = Seen::default();
+                for a in path["attrs"].as_array()? {
+                    match a["type"].as_u64() {
+                        Some(5) => seen.local_pref = a["value"].as_u64().map(|x| x as u32),
+                        Some(8) => {
+                            for c in a["communities"].as_array()? {
+                                let c = c.as_u64()?;
+                                seen.communities.push(format!("{}:{}", c >> 16, c & 0xFFFF));
+                            }
+                        }
+                        Some(32) => {
+                            for l in a["value"].as_array()? {
+                                seen.large.push(format!(
+                                    "{}:{}:{}",
+                                    l["ASN"], l["LocalData1"], l["LocalData2"]
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Some(seen)
+            }
+            Daemon::Bird => {
+                let s = self.cli(&["show", "route", "all", prefix])?;
+                if !s.contains(prefix) {
+                    return None;
+                }
+                let mut seen = Seen::default();
+                for line in s.lines().map(str::trim) {
+                    if let Some(r) = line.strip_prefix("BGP.community:") {
+                        seen.communities = bird_tuples(r);
+                    } else if let Some(r) = line.strip_prefix("BGP.large_community:") {
+                        seen.large = bird_tuples(r);
+                    } else if let Some(r) = line.strip_prefix("BGP.local_pref:") {
+                        seen.local_pref = r.trim().parse().ok();
+                    }
+                }
+                Some(seen)
+            }
+            Daemon::Frr => {
+                let fam = if v6 { "ipv6" } else { "ipv4" };
+                let s = self.cli(&[&format!("show bgp {fam} unicast {prefix} json")])?;
+                let v: serde_json::Value = serde_json::from_str(&s).ok()?;
+                let path = v["paths"].get(0)?;
+                let list = |k: &str| -> Vec<String> {
+                    path[k]["list"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                Some(Seen {
+                    communities: list("community"),
+                    large: list("largeCommunity"),
+                    local_pref: path["locPrf"].as_u64().map(|x| x as u32),
+                })
+            }
+        }
+    }
+
+    /// Starts `ferrolb-bgp-lab` in the speaker namespace with `args`, reading commands from a
+    /// pipe (see [`Lab::command`]).
+    pub fn start_speaker(&mut self, args: &[&str]) {
+        let f = fs::File::create(self.dir.join("speaker.log")).expect("log");
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.speaker_ns,
+                env!("CARGO_BIN_EXE_ferrolb-bgp-lab"),
+            ])
+            .args([
+                "--router-id",
+                SPEAKER_V4,
+                "--next-hop-v6",
+                SPEAKER_V6,
+                "--stdin",
+            ])
+            .args(["--connect-retry", "2"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("ferrolb-bgp-lab");
+        let stdin = child.stdin.take().expect("stdin");
+        self.speaker = Some((child, stdin));
+    }
+
+    /// Sends `advertise PREFIX` or `withdraw PREFIX` to the speaker.
+    pub fn command(&mut self, line: &str) {
+        let (_, stdin) = self.speaker.as_mut().expect("speaker started");
+        writeln!(stdin, "{line}").expect("speaker stdin");
+        stdin.flush().expect("flush");
+    }
+
+    /// The speaker's log so far.
+    pub fn speaker_log(&self) -> String {
+        fs::read_to_string(self.dir.join("speaker.log")).unwrap_or_default()
+    }
+
+    /// Stops the speaker with SIGTERM and waits for it.
+    pub fn stop_speaker(&mut self) {
+        if let Some((mut child, stdin)) = self.speaker.take() {
+            drop(stdin);
+            terminate(&mut child);
+        }
+    }
+}
+
+fn bird_tuples(s: &str) -> Vec<String> {
+    s.split(')')
+        .filter_map(|t| t.split('(').nth(1))
+        .map(|t| t.split(',').map(str::trim).collect::<Vec<_>>().join(":"))
+        .collect()
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_speaker();
+        for c in &mut self.children {
+            terminate(c);
+        }
+        for ns in [&self.router_ns, &self.speaker_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if std::thread::panicking() {
+            println!("logs kept in {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn gobgp_config(c: &RouterConfig) -> String {
+    let pw = c
+        .password
+        .as_ref()
+        .map(|p| format!("    auth-password = \"{p}\"\n"))
+        .unwrap_or_default();
+    let mut s = format!(
+        "[global.config]\n  as = {}\n  router-id = \"{ROUTER_V4}\"\n  port = 179\n\
+         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{SPEAKER_V4}\"\n    peer-as = {}\n{pw}",
+        c.local_as, c.peer_as
+    );
+    for fam in ["ipv4-unicast", "ipv6-unicast"] {
+        s += &format!(
+            "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{fam}\"\n"
+        );
+    }
+    s
+}
+
+fn bird_config(c: &RouterConfig, dir: &str) -> String {
+    let pw = c
+        .password
+        .as_ref()
+        .map(|p| format!("  password \"{p}\";\n"))
+        .unwrap_or_default();
+    // `direct`: the speaker is on the link, so iBGP next hops resolve without an IGP.
+    let direct = if c.local_as == c.peer_as {
+        "  direct;\n"
+    } else {
+        ""
+    };
+    format!(
+        "router id {ROUTER_V4};\nlog \"{dir}/bird.log\" all;\nprotocol device {{}}\n\
+         protocol bgp ferrolb {{\n  local {ROUTER_V4} as {};\n  neighbor {SPEAKER_V4} as {};\n{pw}{direct}\
+         \x20 ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
+        c.local_as, c.peer_as
+    )
+}
+
+fn frr_config(c: &RouterConfig, dir: &str) -> String {
+    let pw = c
+        .password
+        .as_ref()
+        .map(|p| format!(" neighbor {SPEAKER_V4} password {p}\n"))
+        .unwrap_or_default();
+    format!(
+        "frr defaults traditional\nhostname ferrolb-bgptest\nlog file {dir}/bgpd.log debugging\n\
+         router bgp {}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n\
+         \x20no bgp default ipv4-unicast\n neighbor {SPEAKER_V4} remote-as {}\n{pw}\
+         \x20address-family ipv4 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family\n\
+         \x20address-family ipv6 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family\n",
+        c.local_as, c.peer_as
+    )
+}
