@@ -139,7 +139,7 @@ fn spec(i: usize) -> impl Strategy<Value = ServiceRequest> {
 #[derive(Debug, Clone)]
 enum Op {
     SetPools(Vec<Pool>),
-    Assign(ServiceRequest),
+    Assign(Box<ServiceRequest>),
     Release(usize),
     Restart,
 }
@@ -147,7 +147,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => pools().prop_map(Op::SetPools),
-        8 => (0..SERVICES).prop_flat_map(spec).prop_map(Op::Assign),
+        8 => (0..SERVICES).prop_flat_map(spec).prop_map(|s| Op::Assign(Box::new(s))),
         2 => (0..SERVICES).prop_map(Op::Release),
         1 => Just(Op::Restart),
     ]
@@ -230,7 +230,7 @@ impl World {
             }
             Op::Assign(spec) => {
                 let key = spec.key.clone();
-                self.specs.insert(key.clone(), spec);
+                self.specs.insert(key.clone(), *spec);
                 self.assign(&key)?;
             }
             Op::Release(i) => {

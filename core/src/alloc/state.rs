@@ -17,7 +17,11 @@ struct Runs(BTreeMap<u128, u128>);
 impl Runs {
     /// The end of the run holding `x`, if `x` is held.
     fn run_end(&self, x: u128) -> Option<u128> {
-        self.0.range(..=x).next_back().filter(|(_, e)| **e >= x).map(|(_, e)| *e)
+        self.0
+            .range(..=x)
+            .next_back()
+            .filter(|(_, e)| **e >= x)
+            .map(|(_, e)| *e)
     }
 
     fn insert(&mut self, x: u128) {
@@ -31,7 +35,10 @@ impl Runs {
                 start = s;
             }
         }
-        let end = x.checked_add(1).and_then(|n| self.0.remove(&n)).unwrap_or(x);
+        let end = x
+            .checked_add(1)
+            .and_then(|n| self.0.remove(&n))
+            .unwrap_or(x);
         self.0.insert(start, end);
     }
 
@@ -731,12 +738,12 @@ impl State {
     }
 
     fn deindex(&mut self, ip: IpAddr) {
-        if let Some(k) = self.ip_key(ip) {
-            if let Some(set) = self.shared.get_mut(&k) {
-                set.remove(&ip);
-                if set.is_empty() {
-                    self.shared.remove(&k);
-                }
+        if let Some(k) = self.ip_key(ip)
+            && let Some(set) = self.shared.get_mut(&k)
+        {
+            set.remove(&ip);
+            if set.is_empty() {
+                self.shared.remove(&k);
             }
         }
     }
