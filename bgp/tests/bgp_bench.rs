@@ -46,10 +46,10 @@ fn advertise_to_gobgpd_rib_latency() {
                 continue;
             };
             for path in v.as_array().into_iter().flatten() {
-                if path["withdrawal"] != true {
-                    if let Some(p) = path["nlri"]["prefix"].as_str() {
-                        let _ = tx.send((p.to_string(), now));
-                    }
+                if path["withdrawal"] != true
+                    && let Some(p) = path["nlri"]["prefix"].as_str()
+                {
+                    let _ = tx.send((p.to_string(), now));
                 }
             }
         }
@@ -68,10 +68,10 @@ fn advertise_to_gobgpd_rib_latency() {
     let mut lat = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while lat.len() < N as usize && Instant::now() < deadline {
-        if let Ok((p, at)) = rx.recv_timeout(Duration::from_secs(1)) {
-            if let Some(t0) = sent.remove(&p) {
-                lat.push(at.saturating_duration_since(t0));
-            }
+        if let Ok((p, at)) = rx.recv_timeout(Duration::from_secs(1))
+            && let Some(t0) = sent.remove(&p)
+        {
+            lat.push(at.saturating_duration_since(t0));
         }
     }
     let _ = monitor.kill();
