@@ -224,11 +224,8 @@ impl BfdSession {
             self.polling = false;
         }
         match (self.state, p.state) {
-            (_, BfdState::AdminDown) => {
-                if self.state != BfdState::Down {
-                    self.set_state(out, BfdState::Down, Diag::NeighborDown);
-                }
-            }
+            // set_state ignores Down -> Down, so the diagnostic of an earlier failure stays.
+            (_, BfdState::AdminDown) => self.set_state(out, BfdState::Down, Diag::NeighborDown),
             (BfdState::Down, BfdState::Down) => self.set_state(out, BfdState::Init, Diag::None),
             (BfdState::Down, BfdState::Init) | (BfdState::Init, BfdState::Init | BfdState::Up) => {
                 self.set_state(out, BfdState::Up, Diag::None)
