@@ -363,6 +363,15 @@ pub fn up(root: &Path) -> anyhow::Result<Started> {
         stop_process(pid);
     }
     let bin = build(root)?;
+    // Another checkout's control plane (or anything else) on our ports would make
+    // the new one die with a bind error in its log; say so up front instead.
+    for port in [API_PORT, 23790, 23800] {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!(
+                "port {port} on 127.0.0.1 is in use: is a control plane from another checkout running? Stop it there with `cargo xtask lab down` (or `cargo xtask controlplane down`)"
+            );
+        }
+    }
     fs::create_dir_all(state.dir.join("logs"))?;
     let _ = fs::remove_file(state.ready_file());
 

@@ -32,8 +32,10 @@ pub enum Action {
     Deploy,
 }
 
-/// Prefix of every network namespace the lab makes; `down` sweeps them all.
-pub const NS_PREFIX: &str = "ferrolb-";
+/// Prefixes of the network namespaces the lab makes for nodes and pods; `down`
+/// sweeps them, with the fixed names below. Other tests' namespaces
+/// (`ferrolb-bgptest-*`, `ferrolb-fwdtest-*`) are not the lab's and are left alone.
+pub const NS_PREFIXES: [&str; 2] = ["ferrolb-node-", "ferrolb-pod-"];
 /// The namespace holding the LAN bridge (a switch).
 pub const LAN_NS: &str = "ferrolb-lan";
 /// The client on the LAN.
@@ -405,9 +407,15 @@ fn lab_namespaces() -> anyhow::Result<Vec<String>> {
     Ok(out
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(NS_PREFIX))
+        .filter(|n| is_lab_namespace(n))
         .map(str::to_string)
         .collect())
+}
+
+/// Whether a namespace is one the lab made (and so one `down` removes).
+fn is_lab_namespace(name: &str) -> bool {
+    [LAN_NS, CLIENT_NS, ROUTER_NS, REMOTE_CLIENT_NS].contains(&name)
+        || NS_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Processes whose network namespace is one of the lab's: `ip netns pids` finds them.
@@ -546,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn every_lab_namespace_is_found_by_the_sweep_prefix() {
+    fn the_sweep_finds_the_labs_namespaces_and_only_those() {
         for ns in [
             LAN_NS,
             CLIENT_NS,
@@ -554,7 +562,16 @@ mod tests {
             REMOTE_CLIENT_NS,
             &NodePlan::new(9).netns,
         ] {
-            assert!(ns.starts_with(NS_PREFIX), "{ns}");
+            assert!(is_lab_namespace(ns), "{ns}");
+        }
+        assert!(is_lab_namespace("ferrolb-pod-1-0123456789ab"));
+        for other in [
+            "ferrolb-bgptest-1-r",
+            "ferrolb-fwdtest-client",
+            "ferrolb-clientx",
+            "cni-1",
+        ] {
+            assert!(!is_lab_namespace(other), "{other}");
         }
     }
 }
