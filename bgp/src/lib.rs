@@ -5,11 +5,14 @@
 //! write, close, arm timers). Routes are one table shared by all peers: [`Speaker::advertise`]
 //! and [`Speaker::withdraw`] change it and tell every established session.
 
+pub mod bfd;
 pub mod md5;
 mod peer;
 pub mod routes;
 pub mod socket;
 
+pub use bfd::BfdSettings;
+use ferrolb_core::bfd::BfdState;
 use ferrolb_core::bgp::{CeaseSubcode, PeerKind, State};
 use ipnet::IpNet;
 use peer::{Event, PeerTask};
@@ -47,6 +50,9 @@ pub enum Error {
     /// No peer has this address.
     #[error("no peer {0}")]
     UnknownPeer(IpAddr),
+    /// A BFD socket could not be set up.
+    #[error("BFD sockets: {0}")]
+    Bfd(#[source] std::io::Error),
 }
 
 impl Error {
@@ -57,6 +63,7 @@ impl Error {
             Self::Md5(_) => "md5",
             Self::DuplicatePeer(_) => "duplicate_peer",
             Self::UnknownPeer(_) => "unknown_peer",
+            Self::Bfd(_) => "bfd",
         }
     }
 }
@@ -80,6 +87,8 @@ pub struct PeerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     /// IPv6 next hop to announce instead of the session's local address.
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// Run a BFD session with the peer; its Down resets the BGP session at once.
+    pub bfd: Option<BfdSettings>,
 }
 
 impl PeerConfig {
@@ -94,6 +103,7 @@ impl PeerConfig {
             password: None,
             next_hop_v4: None,
             next_hop_v6: None,
+            bfd: None,
         }
     }
 
@@ -141,12 +151,15 @@ struct PeerHandle {
     tx: mpsc::UnboundedSender<Event>,
     status: watch::Receiver<PeerStatus>,
     task: JoinHandle<()>,
+    bfd: Option<bfd::BfdHandle>,
 }
 
 struct Inner {
     routes: Arc<Mutex<RouteTable>>,
     peers: Mutex<HashMap<IpAddr, PeerHandle>>,
     listeners: Vec<Arc<TcpListener>>,
+    /// Bound when the first peer with BFD is added.
+    bfd: Mutex<Option<bfd::BfdMux>>,
 }
 
 /// A BGP speaker: listeners, peers and the routes they announce.
@@ -180,6 +193,7 @@ impl Speaker {
             routes: Arc::new(Mutex::new(RouteTable::new())),
             peers: Mutex::new(HashMap::new()),
             listeners,
+            bfd: Mutex::new(None),
         });
         let accept_tasks = inner
             .listeners
@@ -211,14 +225,50 @@ impl Speaker {
         let address = config.address;
         info!(peer = %address, peer_as = config.session.peer_as, ttl = config.ttl(), md5 = config.password.is_some(), "adding BGP peer");
         let task = PeerTask::new(
-            Arc::new(config),
+            Arc::new(config.clone()),
             tx.clone(),
             self.inner.routes.clone(),
             status_tx,
         );
+        let bfd = match config.bfd {
+            Some(settings) => Some(self.start_bfd(address, config.source, settings, tx.clone())?),
+            None => None,
+        };
         let task = tokio::spawn(task.run(rx));
-        peers.insert(address, PeerHandle { tx, status, task });
+        peers.insert(
+            address,
+            PeerHandle {
+                tx,
+                status,
+                task,
+                bfd,
+            },
+        );
         Ok(())
+    }
+
+    fn start_bfd(
+        &self,
+        peer: IpAddr,
+        source: Option<IpAddr>,
+        settings: BfdSettings,
+        bgp: mpsc::UnboundedSender<Event>,
+    ) -> Result<bfd::BfdHandle, Error> {
+        let mut mux = self.inner.bfd.lock().expect("bfd lock");
+        if mux.is_none() {
+            *mux = Some(bfd::BfdMux::bind(ferrolb_core::bfd::CONTROL_PORT).map_err(Error::Bfd)?);
+        }
+        let mux = mux.as_ref().expect("bound above");
+        mux.add(peer, source, settings, bgp).map_err(Error::Bfd)
+    }
+
+    /// The BFD state with a peer (`None` without BFD).
+    pub fn bfd_state(&self, address: IpAddr) -> Option<BfdState> {
+        let peers = self.inner.peers.lock().expect("peers lock");
+        peers
+            .get(&address)
+            .and_then(|p| p.bfd.as_ref())
+            .map(|b| *b.state.borrow())
     }
 
     /// Stops a peer's session (Cease/Administrative Shutdown) and forgets it.
@@ -232,6 +282,9 @@ impl Speaker {
             .ok_or(Error::UnknownPeer(address))?;
         for l in &self.inner.listeners {
             let _ = md5::set_key(l.as_ref(), address, b"");
+        }
+        if let Some(mux) = self.inner.bfd.lock().expect("bfd lock").as_ref() {
+            mux.remove(address);
         }
         stop(handle).await;
         Ok(())
@@ -315,6 +368,10 @@ impl Speaker {
 }
 
 async fn stop(handle: PeerHandle) {
+    // BFD AdminDown first: the peer then knows the BGP Cease that follows is not a failure.
+    if let Some(b) = handle.bfd {
+        b.stop().await;
+    }
     let (ack_tx, ack_rx) = oneshot::channel();
     if handle.tx.send(Event::Stop(ack_tx)).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), ack_rx).await;

@@ -4,9 +4,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ferrolb_bgp::{PeerConfig, RouteAttrs, Speaker, SpeakerConfig};
-use ferrolb_core::bgp::fsm::{AutoRestart, ConnectMode};
-use ferrolb_core::bgp::{Community, LargeCommunity};
+use ferrolb_bgp::{BfdSettings, PeerConfig, RouteAttrs, Speaker, SpeakerConfig};
+use ferrolb_core::bgp::fsm::{AutoRestart, ConnectMode, GracefulRestartConfig};
+use ferrolb_core::bgp::{Community, ForwardingState, LargeCommunity, RestartState};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -72,6 +72,22 @@ struct Args {
     /// IPv6 next hop (needed for IPv6 prefixes over an IPv4 session).
     #[arg(long)]
     next_hop_v6: Option<Ipv6Addr>,
+    /// Run BFD (RFC 5881, UDP 3784) with every peer; BFD down resets the BGP session.
+    #[arg(long)]
+    bfd: bool,
+    /// BFD desired minimum transmit and required minimum receive interval, in milliseconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    bfd_interval_ms: u64,
+    /// BFD detect multiplier.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+    bfd_multiplier: u8,
+    /// Graceful restart (RFC 4724): advertise it with this restart time in seconds (1-4095).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4095))]
+    graceful_restart: Option<u16>,
+    /// This process replaces one that went away: set the Restart State bit so peers keep our
+    /// routes until our End-of-RIB.
+    #[arg(long, requires = "graceful_restart")]
+    restarting: bool,
     /// Also read `advertise PREFIX` / `withdraw PREFIX` lines from stdin.
     #[arg(long)]
     stdin: bool,
@@ -146,6 +162,17 @@ async fn main() -> Result<()> {
         if args.passive {
             session.mode = ConnectMode::Passive;
         }
+        session.graceful_restart = args.graceful_restart.map(|t| GracefulRestartConfig {
+            restart_time: t,
+            restart_state: if args.restarting {
+                RestartState::Restarting
+            } else {
+                RestartState::Normal
+            },
+            // The announced VIPs are served by the node's forwarding plane, which outlives
+            // this process: forwarding state is preserved across our restart.
+            forwarding: ForwardingState::Preserved,
+        });
         let mut peer = PeerConfig::new(*address, session);
         peer.port = args.peer_port;
         peer.source = args.source;
@@ -153,6 +180,14 @@ async fn main() -> Result<()> {
         peer.password = args.password.clone();
         peer.next_hop_v4 = args.next_hop_v4;
         peer.next_hop_v6 = args.next_hop_v6;
+        if args.bfd {
+            let interval = Duration::from_millis(args.bfd_interval_ms);
+            peer.bfd = Some(BfdSettings {
+                min_tx: interval,
+                min_rx: interval,
+                multiplier: args.bfd_multiplier,
+            });
+        }
         speaker.add_peer(peer)?;
     }
     let attrs = RouteAttrs {
