@@ -1,5 +1,6 @@
 //! Developer workflows: `cargo xtask <command>`.
 
+mod bench;
 mod controlplane;
 mod deploy;
 mod r#gen; // `gen` is a reserved keyword in edition 2024
@@ -34,6 +35,11 @@ enum Command {
     },
     /// The test command: build everything, start the control plane, run every test.
     Test(test::Args),
+    /// Benchmarks against the real control plane, each with its baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Controlplane { action } => controlplane::run(&root, action),
         Command::Lab { action } => lab::run(&root, action),
         Command::Test(args) => test::run(&root, args),
+        Command::Bench { which } => bench::run(&root, which),
     }
 }
 
