@@ -24,7 +24,7 @@ fn advertise_to_gobgpd_rib_latency() {
     lab.start_router(&RouterConfig {
         local_as: ROUTER_AS,
         peer_as: SPEAKER_AS,
-        password: None,
+        ..Default::default()
     });
     let (local_as, peer) = (SPEAKER_AS.to_string(), format!("{ROUTER_V4}:{ROUTER_AS}"));
     lab.start_speaker(&["--local-as", &local_as, "--peer", &peer]);

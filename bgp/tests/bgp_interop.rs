@@ -21,6 +21,7 @@ fn router(local_as: u32, peer_as: u32, password: Option<&str>) -> RouterConfig {
         local_as,
         peer_as,
         password: password.map(str::to_string),
+        ..Default::default()
     }
 }
 

@@ -36,7 +36,7 @@ pub enum Daemon {
 }
 
 /// How the router is configured.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RouterConfig {
     /// The router's own ASN.
     pub local_as: u32,
@@ -44,6 +44,10 @@ pub struct RouterConfig {
     pub peer_as: u32,
     /// TCP-MD5 password.
     pub password: Option<String>,
+    /// BFD with the speaker, 300 ms x 3 (FRR then runs zebra and bfdd next to bgpd).
+    pub bfd: bool,
+    /// Graceful restart (RFC 4724) with the speaker.
+    pub graceful_restart: bool,
 }
 
 /// What the daemon shows for a prefix.
@@ -182,10 +186,21 @@ impl Lab {
             }
             Daemon::Frr => {
                 fs::write(self.dir.join("bgpd.conf"), frr_config(cfg, &d)).expect("config");
+                if cfg.bfd {
+                    // bgpd registers BFD sessions through zebra, which relays them to bfdd.
+                    self.start_frr_helper("zebra", "");
+                    let api = self.dir.join("zserv.api");
+                    let up = wait_for(Duration::from_secs(10), || api.exists().then_some(()));
+                    assert!(up.is_some(), "zebra did not start: {}", self.router_log());
+                    self.start_frr_helper("bfdd", &format!("log file {d}/bfdd.log debugging\n"));
+                }
                 let mut c = self.in_router("/usr/lib/frr/bgpd");
-                // -S: no user switch (runs as root in a temp dir); -Z: no zebra, routes are
-                // only looked at, never installed; -P 0: no TCP vty.
-                c.args(["-S", "-Z", "-P", "0", "-f", &format!("{d}/bgpd.conf")]);
+                // -S: no user switch (runs as root in a temp dir); -Z: no zebra (unless BFD
+                // needs it), routes are only looked at, never installed; -P 0: no TCP vty.
+                c.args(["-S", "-P", "0", "-f", &format!("{d}/bgpd.conf")]);
+                if !cfg.bfd {
+                    c.arg("-Z");
+                }
                 c.args(["-i", &format!("{d}/bgpd.pid"), "--vty_socket", &d]);
                 c.args(["-z", &format!("{d}/zserv.api")]);
                 self.spawn_logged(c, "bgpd.out");
@@ -199,6 +214,43 @@ impl Lab {
             self.daemon,
             self.router_log()
         );
+    }
+
+    /// Starts FRR's `zebra` or `bfdd` as root with its sockets in the temp dir.
+    fn start_frr_helper(&mut self, name: &str, extra: &str) {
+        let d = self.dir.display().to_string();
+        let conf = format!("{d}/{name}.conf");
+        fs::write(&conf, format!("hostname ferrolb-bgptest\n{extra}")).expect("config");
+        let mut c = self.in_router(&format!("/usr/lib/frr/{name}"));
+        // Without bgpd's -S these switch to the frr user, which needs the vty group
+        // membership root lacks; they keep the capabilities they need, and write in the dir.
+        let _ = Command::new("chown").args(["-R", "frr:frr", &d]).status();
+        c.args(["-u", "frr", "-g", "frr", "-P", "0", "-f", &conf]);
+        c.args(["-i", &format!("{d}/{name}.pid"), "--vty_socket", &d]);
+        c.args(["-z", &format!("{d}/zserv.api")]);
+        if name == "bfdd" {
+            c.args(["--bfdctl", &format!("{d}/bfdd.sock")]);
+        }
+        self.spawn_logged(c, &format!("{name}.out"));
+    }
+
+    /// Whether the daemon shows its BFD session with the speaker as Up.
+    pub fn bfd_up(&self) -> bool {
+        match self.daemon {
+            Daemon::Gobgp => false,
+            Daemon::Bird => self.cli(&["show", "bfd", "sessions"]).is_some_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with(SPEAKER_V4) && l.split_whitespace().nth(2) == Some("Up"))
+            }),
+            Daemon::Frr => self
+                .cli(&["show bfd peers json"])
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v.as_array().cloned())
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|p| p["peer"] == SPEAKER_V4 && p["status"] == "up")
+                }),
+        }
     }
 
     fn router_up(&self) -> bool {
@@ -243,11 +295,20 @@ impl Lab {
 
     /// Everything the daemon logged so far.
     pub fn router_log(&self) -> String {
-        ["gobgpd.log", "bird.out", "bird.log", "bgpd.out", "bgpd.log"]
-            .iter()
-            .filter_map(|f| fs::read_to_string(self.dir.join(f)).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            "gobgpd.log",
+            "bird.out",
+            "bird.log",
+            "bgpd.out",
+            "bgpd.log",
+            "zebra.out",
+            "bfdd.out",
+            "bfdd.log",
+        ]
+        .iter()
+        .filter_map(|f| fs::read_to_string(self.dir.join(f)).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// Whether the daemon shows the session with the speaker as established.
@@ -343,7 +404,12 @@ impl Lab {
     /// Starts `ferrolb-bgp-lab` in the speaker namespace with `args`, reading commands from a
     /// pipe (see [`Lab::command`]).
     pub fn start_speaker(&mut self, args: &[&str]) {
-        let f = fs::File::create(self.dir.join("speaker.log")).expect("log");
+        // Appended to, so a restarted speaker's log follows the first one.
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("speaker.log"))
+            .expect("log");
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -380,6 +446,45 @@ impl Lab {
     /// The speaker's log so far.
     pub fn speaker_log(&self) -> String {
         fs::read_to_string(self.dir.join("speaker.log")).unwrap_or_default()
+    }
+
+    /// Kills the speaker with SIGKILL (no NOTIFICATION, no BFD AdminDown) and reaps it.
+    pub fn kill_speaker(&mut self) {
+        if let Some((mut child, _stdin)) = self.speaker.take() {
+            // `ip netns exec` execs the command, so the child's pid is the speaker's.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Drops everything the speaker's namespace sends, as if its node lost power: not even the
+    /// FIN of a killed process reaches the router.
+    pub fn blackhole_speaker(&self) {
+        self.blackhole(&self.speaker_ns);
+    }
+
+    /// Drops everything the router's namespace sends.
+    pub fn blackhole_router(&self) {
+        self.blackhole(&self.router_ns);
+    }
+
+    fn blackhole(&self, ns: &str) {
+        let rules = "table inet ferrolb_blackhole {\n chain out {\n  type filter hook output priority 0; policy drop;\n }\n}\n";
+        let path = self.dir.join("blackhole.nft");
+        fs::write(&path, rules).expect("nft rules");
+        let out = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-f",
+            &path.display().to_string(),
+        ]));
+        assert!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops the speaker with SIGTERM and waits for it.
@@ -441,10 +546,16 @@ fn gobgp_config(c: &RouterConfig) -> String {
          [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{SPEAKER_V4}\"\n    peer-as = {}\n{pw}",
         c.local_as, c.peer_as
     );
+    if c.graceful_restart {
+        s += "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n";
+    }
     for fam in ["ipv4-unicast", "ipv6-unicast"] {
         s += &format!(
             "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{fam}\"\n"
         );
+        if c.graceful_restart {
+            s += "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n";
+        }
     }
     s
 }
@@ -461,9 +572,22 @@ fn bird_config(c: &RouterConfig, dir: &str) -> String {
     } else {
         ""
     };
+    let (bfd_proto, bfd) = if c.bfd {
+        (
+            "protocol bfd {\n  interface \"*\" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n}\n",
+            "  bfd on;\n",
+        )
+    } else {
+        ("", "")
+    };
+    let gr = if c.graceful_restart {
+        "  graceful restart on;\n"
+    } else {
+        ""
+    };
     format!(
-        "router id {ROUTER_V4};\nlog \"{dir}/bird.log\" all;\nprotocol device {{}}\n\
-         protocol bgp ferrolb {{\n  local {ROUTER_V4} as {};\n  neighbor {SPEAKER_V4} as {};\n{pw}{direct}\
+        "router id {ROUTER_V4};\nlog \"{dir}/bird.log\" all;\nprotocol device {{}}\n{bfd_proto}\
+         protocol bgp ferrolb {{\n  local {ROUTER_V4} as {};\n  neighbor {SPEAKER_V4} as {};\n{pw}{direct}{bfd}{gr}\
          \x20 ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
         c.local_as, c.peer_as
     )
@@ -475,10 +599,21 @@ fn frr_config(c: &RouterConfig, dir: &str) -> String {
         .as_ref()
         .map(|p| format!(" neighbor {SPEAKER_V4} password {p}\n"))
         .unwrap_or_default();
+    // bfdd's defaults are 300 ms x 3.
+    let bfd = if c.bfd {
+        format!(" neighbor {SPEAKER_V4} bfd\n")
+    } else {
+        String::new()
+    };
+    let gr = if c.graceful_restart {
+        " bgp graceful-restart\n"
+    } else {
+        ""
+    };
     format!(
         "frr defaults traditional\nhostname ferrolb-bgptest\nlog file {dir}/bgpd.log debugging\n\
-         router bgp {}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n\
-         \x20no bgp default ipv4-unicast\n neighbor {SPEAKER_V4} remote-as {}\n{pw}\
+         router bgp {}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n{gr}\
+         \x20no bgp default ipv4-unicast\n neighbor {SPEAKER_V4} remote-as {}\n{pw}{bfd}\
          \x20address-family ipv4 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family\n\
          \x20address-family ipv6 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family\n",
         c.local_as, c.peer_as
