@@ -46,7 +46,7 @@ fn loads(a: &BTreeMap<IpAddr, NodeName>) -> BTreeMap<&NodeName, usize> {
 /// every node, plus displacement chains. See docs/decisions/0008-l2-announcing.md.
 fn balanced_bound(n: usize, k_from: usize, k_to: usize) -> usize {
     let (c_from, c_to) = (n.div_ceil(k_from), n.div_ceil(k_to));
-    c_from.max(c_to) + k_from.max(k_to) * c_from.abs_diff(c_to) + c_from.min(c_to)
+    2 * c_from.max(c_to) + k_from.max(k_to) * c_from.abs_diff(c_to) + 2
 }
 
 #[test]
