@@ -1,16 +1,26 @@
 //! `ferrolb-speaker`: announces Service IPs from its node (announcing lands later; today
 //! it connects, keeps its caches and serves health and metrics).
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
+use ferrolb_core::announce::ServiceKey;
 use ferrolb_runtime::{CommonArgs, Daemon, init_logging};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::Api;
+use tokio::sync::watch;
 use tracing::info;
+
+// The forwarder (speaker/src/forward.rs, another engineer's) declares `mod forward;` here.
+
+/// What this node announces right now: each IP with the Service it belongs to (for a shared
+/// IP, the first Service by namespace/name). The announcer publishes it after every change;
+/// the forwarder consumes it.
+pub type Announced = BTreeMap<IpAddr, ServiceKey>;
 
 /// FerroLB speaker: announces LoadBalancer IPs by ARP/NDP and BGP from this node.
 #[derive(Debug, Parser)]
@@ -36,11 +46,14 @@ async fn main() -> anyhow::Result<()> {
     info!(node = %args.node_name, "speaker settings");
 
     let client = daemon.client();
-    // Held for the announcer, which lands with the L2 and BGP logic.
-    let _services = daemon.reflect(Api::<Service>::all(client.clone()), "services");
-    let _endpoint_slices =
+    let services = daemon.reflect(Api::<Service>::all(client.clone()), "services");
+    let endpoint_slices =
         daemon.reflect(Api::<EndpointSlice>::all(client.clone()), "endpointslices");
     let _nodes = daemon.reflect(Api::<Node>::all(client), "nodes");
+
+    // The announcer owns the sender; the forwarder gets a receiver plus the two stores.
+    let (_announced_tx, _announced_rx) = watch::channel(Announced::new());
+    let (_services, _endpoint_slices) = (services, endpoint_slices);
 
     daemon.run().await?;
     Ok(())
