@@ -1,26 +1,49 @@
-//! `ferrolb-speaker`: announces Service IPs from its node (announcing lands later; today
-//! it connects, keeps its caches and serves health and metrics).
+//! `ferrolb-speaker`: announces Service IPs from its node. In layer-2 mode it answers ARP and
+//! NDP for the IPs this node owns (see docs/decisions/0008 and 0012).
+
+mod announcer;
+mod membership;
+mod metrics;
+mod report;
+mod views;
+mod wire;
+
+// The forwarder (speaker/src/forward.rs, another engineer's) declares `mod forward;` here.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
-use ferrolb_core::announce::ServiceKey;
-use ferrolb_runtime::{CommonArgs, Daemon, init_logging};
+use clap::{Parser, ValueEnum};
+use ferrolb_api::{IPAddressPool, L2Advertisement};
+use ferrolb_core::announce::{Mode, NodeName, ServiceKey};
+use ferrolb_runtime::{CommonArgs, Daemon, Metrics, init_logging};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::Api;
-use tokio::sync::watch;
-use tracing::info;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tracing::{info, warn};
 
-// The forwarder (speaker/src/forward.rs, another engineer's) declares `mod forward;` here.
+use crate::announcer::{Outputs, Settings, Stores};
+use crate::metrics::SpeakerMetrics;
+use crate::views::Selection;
 
 /// What this node announces right now: each IP with the Service it belongs to (for a shared
 /// IP, the first Service by namespace/name). The announcer publishes it after every change;
 /// the forwarder consumes it.
 pub type Announced = BTreeMap<IpAddr, ServiceKey>;
+
+/// How owners are chosen among eligible nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// Rendezvous hash per IP: minimal movement.
+    Hash,
+    /// Even spread over nodes, more movement on membership changes.
+    Balanced,
+}
 
 /// FerroLB speaker: announces LoadBalancer IPs by ARP/NDP and BGP from this node.
 #[derive(Debug, Parser)]
@@ -36,26 +59,124 @@ struct Args {
     /// The Node this speaker runs on (the DaemonSet passes spec.nodeName).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     node_name: String,
+
+    /// Services with this spec.loadBalancerClass (or none) are FerroLB's.
+    #[arg(long, value_name = "CLASS", default_value = "ferrolb.io/ferrolb")]
+    load_balancer_class: String,
+
+    /// Leave Services without spec.loadBalancerClass to another load balancer.
+    #[arg(long)]
+    ignore_classless: bool,
+
+    /// UDP port of the speaker membership (SWIM) on the node network.
+    #[arg(long, value_name = "PORT", default_value_t = 7946)]
+    memberlist_port: u16,
+
+    /// How layer-2 owners are chosen.
+    #[arg(long, value_enum, default_value_t = ModeArg::Hash)]
+    l2_mode: ModeArg,
 }
+
+// After the handover grace, the announcer needs a moment to stop answering and clean up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.common.log_level.as_deref(), args.common.log_format)?;
-    let mut daemon = Daemon::start("speaker", &args.common, args.metrics_addr).await?;
-    info!(node = %args.node_name, "speaker settings");
+    let speaker_metrics = SpeakerMetrics::default();
+    let metrics = Metrics::new_with("speaker", |r| speaker_metrics.register(r));
+    let mut daemon =
+        Daemon::start_with_metrics("speaker", &args.common, args.metrics_addr, metrics).await?;
+    info!(
+        node = %args.node_name,
+        load_balancer_class = %args.load_balancer_class,
+        ignore_classless = args.ignore_classless,
+        memberlist_port = args.memberlist_port,
+        "speaker settings"
+    );
 
     let client = daemon.client();
-    let services = daemon.reflect(Api::<Service>::all(client.clone()), "services");
-    let endpoint_slices =
-        daemon.reflect(Api::<EndpointSlice>::all(client.clone()), "endpointslices");
-    let _nodes = daemon.reflect(Api::<Node>::all(client), "nodes");
+    let changed = Arc::new(Notify::new());
+    let stores = Stores {
+        services: daemon.reflect_notify(
+            Api::<Service>::all(client.clone()),
+            "services",
+            changed.clone(),
+        ),
+        slices: daemon.reflect_notify(
+            Api::<EndpointSlice>::all(client.clone()),
+            "endpointslices",
+            changed.clone(),
+        ),
+        nodes: daemon.reflect_notify(Api::<Node>::all(client.clone()), "nodes", changed.clone()),
+        pools: daemon.reflect_notify(
+            Api::<IPAddressPool>::all(client.clone()),
+            "ipaddresspools",
+            changed.clone(),
+        ),
+        advertisements: daemon.reflect_notify(
+            Api::<L2Advertisement>::all(client.clone()),
+            "l2advertisements",
+            changed.clone(),
+        ),
+        changed,
+    };
 
-    // The announcer owns the sender; the forwarder gets a receiver plus the two stores.
-    let (_announced_tx, _announced_rx) = watch::channel(Announced::new());
-    let (_services, _endpoint_slices) = (services, endpoint_slices);
+    // The announcer owns the sender; the forwarder gets a receiver plus the two stores
+    // (`stores.services`, `stores.slices`).
+    let (announced_tx, _announced_rx) = watch::channel(Announced::new());
+    let (reports_tx, reports_rx) = watch::channel(BTreeMap::new());
+    let (takeovers_tx, takeovers_rx) = mpsc::unbounded_channel();
+    let node = NodeName::from(args.node_name.as_str());
+    let reporter = tokio::spawn(report::run(client, node.clone(), reports_rx, takeovers_rx));
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let settings = Settings {
+        node,
+        selection: Selection {
+            class: args.load_balancer_class,
+            classless: !args.ignore_classless,
+        },
+        mode: match args.l2_mode {
+            ModeArg::Hash => Mode::Hash,
+            ModeArg::Balanced => Mode::Balanced,
+        },
+        memberlist_port: args.memberlist_port,
+    };
+    let outputs = Outputs {
+        announced: announced_tx,
+        reports: reports_tx,
+        takeovers: takeovers_tx,
+    };
+    let readiness = daemon.readiness().clone();
+    let shutdown = daemon.shutdown_handle();
+    let mut announcer = tokio::spawn(async move {
+        let res = announcer::run(
+            stores,
+            settings,
+            speaker_metrics,
+            readiness,
+            outputs,
+            stop_rx,
+        )
+        .await;
+        if let Err(err) = &res {
+            // Without announcing there is nothing to serve: stop, and let the kubelet restart us.
+            tracing::error!(error = %err, "announcer failed");
+            shutdown.trigger();
+        }
+        res
+    });
 
     daemon.run().await?;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(announcer::HANDOVER_GRACE + STOP_TIMEOUT, &mut announcer).await {
+        Ok(Ok(Err(err))) => warn!(error = %err, "announcer ended with an error"),
+        Ok(_) => {}
+        Err(_) => warn!("announcer did not stop in time"),
+    }
+    // The reporter deletes this node's ServiceAnnouncements once its input closes.
+    let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
     Ok(())
 }
 
@@ -71,9 +192,13 @@ mod tests {
     }
 
     #[test]
-    fn node_name_from_flag() {
+    fn defaults() {
         let args = Args::try_parse_from(["ferrolb-speaker", "--node-name", "node-1"]).unwrap();
         assert_eq!(args.node_name, "node-1");
         assert_eq!(args.metrics_addr, "0.0.0.0:7473".parse().unwrap());
+        assert_eq!(args.load_balancer_class, "ferrolb.io/ferrolb");
+        assert!(!args.ignore_classless);
+        assert_eq!(args.memberlist_port, 7946);
+        assert_eq!(args.l2_mode, ModeArg::Hash);
     }
 }
