@@ -1,6 +1,7 @@
 //! `cargo xtask lab deploy`: builds the workspace's FerroLB and (re)starts it in a running lab.
 //!
-//! Today that is the controller; the speakers and then the Helm chart join as they land.
+//! The controller (a Deployment) and the speakers (a DaemonSet, one per node); the Helm chart
+//! replaces these manifests when it lands.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,10 +12,13 @@ use crate::{controlplane, run};
 
 /// The controller's lab manifest (namespace, RBAC, Deployment).
 const CONTROLLER_MANIFEST: &str = "tests/lab/ferrolb-controller.yaml";
+/// The speakers' lab manifest (RBAC, DaemonSet); the controller's makes the namespace.
+const SPEAKER_MANIFEST: &str = "tests/lab/ferrolb-speaker.yaml";
 const NAMESPACE: &str = "ferrolb-system";
 const ROLLOUT_TIMEOUT: &str = "60s";
 
-/// Builds the controller, applies the CRDs and its manifest, restarts it and waits for the rollout.
+/// Builds controller and speaker, applies the CRDs and their manifests, restarts them and waits
+/// for the rollouts.
 pub fn run(root: &Path) -> anyhow::Result<()> {
     let kubeconfig = controlplane::kubeconfig(root);
     anyhow::ensure!(
@@ -26,7 +30,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     run::status(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(root)
-            .args(["build", "--bins", "-p", "ferrolb-controller"]),
+            .args(["build", "--bins", "-p", "ferrolb-controller", "-p", "ferrolb-speaker"]),
     )?;
     let kubectl = |args: &[&str]| -> anyhow::Result<()> {
         run::status(
@@ -49,25 +53,24 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     .context("waiting for the CRDs to be Established")?;
     let manifest: PathBuf = root.join(CONTROLLER_MANIFEST);
     kubectl(&["apply", "-f", path_str(&manifest)?])?;
+    kubectl(&["apply", "-f", path_str(&root.join(SPEAKER_MANIFEST))?])?;
     // A new binary under the same image name: only a restart makes the pods run it.
-    kubectl(&[
-        "-n",
-        NAMESPACE,
-        "rollout",
-        "restart",
-        "deployment/ferrolb-controller",
-    ])?;
-    kubectl(&[
-        "-n",
-        NAMESPACE,
-        "rollout",
-        "status",
-        "deployment/ferrolb-controller",
-        "--timeout",
-        ROLLOUT_TIMEOUT,
-    ])
-    .context("the controller did not become ready: see `kubectl -n ferrolb-system get pods` and the kubelet logs under target/lab")?;
-    eprintln!("ferrolb-controller deployed; try `kubectl get ipaddresspools,svc -A`");
+    for workload in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
+        kubectl(&["-n", NAMESPACE, "rollout", "restart", workload])?;
+    }
+    for workload in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
+        kubectl(&[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            workload,
+            "--timeout",
+            ROLLOUT_TIMEOUT,
+        ])
+        .with_context(|| format!("{workload} did not become ready: see `kubectl -n ferrolb-system get pods` and the kubelet logs under target/lab"))?;
+    }
+    eprintln!("ferrolb-controller and ferrolb-speaker deployed; try `kubectl get ipaddresspools,svc,svcann -A`");
     Ok(())
 }
 
