@@ -30,7 +30,14 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     run::status(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(root)
-            .args(["build", "--bins", "-p", "ferrolb-controller", "-p", "ferrolb-speaker"]),
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "ferrolb-controller",
+                "-p",
+                "ferrolb-speaker",
+            ]),
     )?;
     let kubectl = |args: &[&str]| -> anyhow::Result<()> {
         run::status(
@@ -70,7 +77,9 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         ])
         .with_context(|| format!("{workload} did not become ready: see `kubectl -n ferrolb-system get pods` and the kubelet logs under target/lab"))?;
     }
-    eprintln!("ferrolb-controller and ferrolb-speaker deployed; try `kubectl get ipaddresspools,svc,svcann -A`");
+    eprintln!(
+        "ferrolb-controller and ferrolb-speaker deployed; try `kubectl get ipaddresspools,svc,svcann -A`"
+    );
     Ok(())
 }
 
