@@ -1,0 +1,483 @@
+//! The layer-2 speaker in the lab, on real packets: who answers ARP and NDP for a Service IP,
+//! gratuitous packets at takeover, node selectors and the exclude label, deletion, and failover
+//! when the owner's speaker is killed.
+//!
+//! The tests deploy FerroLB as `cargo xtask lab deploy` does (CRDs, the controller Deployment,
+//! the speaker DaemonSet from tests/lab/) unless it is already there, and use their own
+//! addresses (192.0.2.192/27, 2001:db8:0:1::c0/124), pools (autoAssign off, IPs pinned by
+//! annotation), L2Advertisements and namespaces, so they run beside the other tests.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use ferrolb_tests::{kubeconfig_path, unique_name, workspace_root};
+use serde_json::{Value, json};
+
+const CLIENT_NS: &str = "ferrolb-client";
+const LAN_NS: &str = "ferrolb-lan";
+const WAIT: Duration = Duration::from_secs(30);
+const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+fn kubectl_path() -> PathBuf {
+    workspace_root().join("target/lab/bin/kubectl")
+}
+
+/// Runs kubectl; returns stdout, or the error text.
+fn kubectl(args: &[&str]) -> Result<String, String> {
+    kubectl_stdin(args, None)
+}
+
+fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(kubectl_path());
+    cmd.arg("--kubeconfig").arg(kubeconfig_path()).args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn apply(obj: &Value) {
+    kubectl_stdin(&["apply", "-f", "-"], Some(&obj.to_string())).expect("apply");
+}
+
+/// FerroLB in the lab, deployed once per test binary (left running for the next tests).
+fn ensure_deployed() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let root = workspace_root();
+    let have = kubectl(&["-n", "ferrolb-system", "get", "daemonset/ferrolb-speaker"]).is_ok()
+        && kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "get",
+            "deployment/ferrolb-controller",
+        ])
+        .is_ok();
+    if !have {
+        let crds = root.join("charts/ferrolb/crds");
+        kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]).unwrap();
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd",
+            "--all",
+        ])
+        .unwrap();
+        for m in [
+            "tests/lab/ferrolb-controller.yaml",
+            "tests/lab/ferrolb-speaker.yaml",
+        ] {
+            kubectl(&["apply", "-f", root.join(m).to_str().unwrap()]).unwrap();
+        }
+    }
+    for w in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
+        kubectl(&[
+            "-n",
+            "ferrolb-system",
+            "rollout",
+            "status",
+            w,
+            "--timeout=120s",
+        ])
+        .unwrap_or_else(|e| panic!("{w} not ready: {e}"));
+    }
+    *done = true;
+}
+
+/// One test's world: namespace, pool, advertisement, an echo backend and a Service.
+struct Env {
+    ns: String,
+    pool: String,
+    adv: String,
+}
+
+impl Env {
+    fn start(test: &str, addresses: &[&str]) -> Env {
+        ensure_deployed();
+        let run = unique_name(&format!("l2-{test}"));
+        kubectl(&["create", "namespace", &run]).unwrap();
+        let env = Env {
+            pool: run.clone(),
+            adv: run.clone(),
+            ns: run,
+        };
+        apply(&json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": env.pool},
+            "spec": {"addresses": addresses, "autoAssign": false}
+        }));
+        env.advertise(json!([]));
+        apply(&json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "echo", "namespace": env.ns},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "echo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "echo"}},
+                    "spec": {"containers": [{"name": "echo", "image": "ferrolb.io/lab/echo",
+                              "ports": [{"containerPort": 3000}]}]}
+                }
+            }
+        }));
+        env
+    }
+
+    fn advertise(&self, node_selectors: Value) {
+        apply(&json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": self.adv},
+            "spec": {"ipAddressPools": [self.pool], "nodeSelectors": node_selectors}
+        }));
+    }
+
+    fn service(&self, name: &str, ips: &[&str]) {
+        let dual = ips.len() > 1;
+        apply(&json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": self.ns, "annotations": {
+                "ferrolb.io/loadBalancerIPs": ips.join(","),
+                "ferrolb.io/address-pool": self.pool,
+            }},
+            "spec": {
+                "type": "LoadBalancer",
+                "ipFamilyPolicy": if dual { "RequireDualStack" } else { "SingleStack" },
+                "ipFamilies": if dual { json!(["IPv4", "IPv6"]) } else { json!(["IPv4"]) },
+                "selector": {"app": "echo"},
+                "ports": [{"port": 80, "targetPort": 3000}]
+            }
+        }));
+    }
+
+    /// The node named by the Service's ServiceAnnouncement covering `ip`, once there is one.
+    fn announcer(&self, svc: &str, ip: &str, not: Option<&str>) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(text) =
+                kubectl(&["-n", &self.ns, "get", "serviceannouncements", "-o", "json"])
+            {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                let nodes: Vec<String> = v["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|i| i["spec"]["serviceName"] == svc)
+                    .filter(|i| {
+                        i["spec"]["ips"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x == ip))
+                    })
+                    .filter_map(|i| i["spec"]["node"].as_str().map(str::to_owned))
+                    .filter(|n| Some(n.as_str()) != not)
+                    .collect();
+                if nodes.len() == 1 {
+                    return nodes[0].clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single ServiceAnnouncement for {svc} {ip}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+        let _ = kubectl(&["delete", "l2advertisement", &self.adv, "--wait=false"]);
+        let _ = kubectl(&["delete", "ipaddresspool", &self.pool, "--wait=false"]);
+    }
+}
+
+/// The lab's LAN MAC of `node-N`.
+fn node_mac(node: &str) -> String {
+    let n: u8 = node.trim_start_matches("node-").parse().unwrap();
+    format!("02:fe:c0:00:02:{:02x}", 10 + n)
+}
+
+/// MACs that answered `count` ARP requests for `ip` from the client.
+fn arping(ip: &str, count: u32) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            CLIENT_NS,
+            "arping",
+            "-b",
+            "-c",
+            &count.to_string(),
+        ])
+        .args(["-w", &(count + 1).to_string(), "-I", "eth0", ip])
+        .output()
+        .expect("arping");
+    reply_macs(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn reply_macs(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase()))
+        .collect()
+}
+
+/// MACs that answered neighbour solicitations for `ip` from the client.
+fn ndisc(ip: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", CLIENT_NS, "ndisc6", "-m", "-n", "-r", "2", "-w", "500", ip, "eth0",
+        ])
+        .output()
+        .expect("ndisc6");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("Target link-layer address"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_lowercase))
+        .collect()
+}
+
+/// Waits until ARP for `ip` is answered by exactly `mac` (or by nobody when `None`).
+fn wait_arp(ip: &str, mac: Option<&str>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let macs: BTreeSet<String> = arping(ip, 2).into_iter().collect();
+        let want: BTreeSet<String> = mac.iter().map(|m| m.to_string()).collect();
+        if macs == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ARP for {ip}: got {macs:?}, want {want:?}"
+        );
+    }
+}
+
+fn speaker_pid(node: &str) -> Option<u32> {
+    let ns = format!("ferrolb-{node}");
+    let out = Command::new("ip")
+        .args(["netns", "pids", &ns])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "ferrolb-speaker")
+        })
+}
+
+/// A continuous broadcast ARP probe from the client; yields (time read, replying MAC).
+fn probe(ip: &str) -> (std::process::Child, mpsc::Receiver<(Instant, String)>) {
+    let mut child = Command::new("ip")
+        .args([
+            "netns", "exec", CLIENT_NS, "arping", "-b", "-i", "0.01", "-I", "eth0", ip,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("arping");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(mac) = reply_macs(&line).pop()
+                && tx.send((Instant::now(), mac)).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn one_owner_answers_arp_and_ndp_and_deletion_silences_it() {
+    let (v4, v6) = ("192.0.2.193", "2001:db8:0:1::c1");
+    let env = Env::start(
+        "owner",
+        &["192.0.2.193-192.0.2.194", "2001:db8:0:1::c1/128"],
+    );
+    env.service("web", &[v4, v6]);
+    let owner4 = env.announcer("web", v4, None);
+    let mac4 = node_mac(&owner4);
+    wait_arp(v4, Some(&mac4));
+    let macs = arping(v4, 3);
+    assert_eq!(
+        macs.len(),
+        3,
+        "one reply per request, from one node: {macs:?}"
+    );
+    assert!(
+        macs.iter().all(|m| *m == mac4),
+        "{macs:?} (owner {owner4} has {mac4})"
+    );
+
+    let owner6 = env.announcer("web", v6, None);
+    let mac6 = node_mac(&owner6);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let macs = ndisc(v6);
+        if !macs.is_empty() && macs.iter().all(|m| *m == mac6) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NDP for {v6}: {macs:?}, want {mac6}"
+        );
+    }
+
+    kubectl(&["-n", &env.ns, "delete", "service", "web"]).unwrap();
+    wait_arp(v4, None);
+    assert!(
+        ndisc(v6).is_empty(),
+        "NDP still answered after the Service was deleted"
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn selectors_and_exclude_label_move_the_owner_with_gratuitous_arp() {
+    let vip = "192.0.2.200";
+    let env = Env::start("select", &["192.0.2.200/32"]);
+    env.service("web", &[vip]);
+    let first = env.announcer("web", vip, None);
+    wait_arp(vip, Some(&node_mac(&first)));
+
+    // Only another node may announce: it takes over, with gratuitous ARP on the LAN.
+    let target = if first == "node-2" {
+        "node-3"
+    } else {
+        "node-2"
+    };
+    let n = target.trim_start_matches("node-");
+    let pcap = std::env::temp_dir().join(format!("{}.pcap", env.ns));
+    let mut capture = Command::new("ip")
+        .args([
+            "netns", "exec", LAN_NS, "tcpdump", "-i", "br0", "-n", "-U", "-w",
+        ])
+        .arg(&pcap)
+        .args(["arp", "and", "host", vip])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    env.advertise(json!([{"matchLabels": {"ferrolb.io/lab-node": n}}]));
+    assert_eq!(env.announcer("web", vip, Some(&first)), target);
+    wait_arp(vip, Some(&node_mac(target)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill").arg(capture.id().to_string()).status();
+    let _ = capture.wait();
+    let text = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-n", "-e"])
+        .output()
+        .expect("tcpdump -r");
+    let text = String::from_utf8_lossy(&text.stdout);
+    let _ = std::fs::remove_file(&pcap);
+    let gratuitous: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with_ignore_time(&node_mac(target)))
+        .filter(|l| {
+            l.contains(&format!("who-has {vip} tell {vip}"))
+                || l.contains(&format!("Reply {vip} is-at"))
+        })
+        .collect();
+    assert!(
+        gratuitous.iter().any(|l| l.contains("who-has"))
+            && gratuitous.iter().any(|l| l.contains("Reply")),
+        "no gratuitous request and reply from {target} in the capture:\n{text}"
+    );
+
+    // The exclude label takes the only selected node out: nobody answers.
+    kubectl(&[
+        "label",
+        "node",
+        target,
+        &format!("{EXCLUDE}=true"),
+        "--overwrite",
+    ])
+    .unwrap();
+    let result = std::panic::catch_unwind(|| wait_arp(vip, None));
+    kubectl(&["label", "node", target, &format!("{EXCLUDE}-")]).unwrap();
+    result.unwrap();
+    wait_arp(vip, Some(&node_mac(target)));
+}
+
+trait StartsWithIgnoreTime {
+    fn starts_with_ignore_time(&self, mac: &str) -> bool;
+}
+
+impl StartsWithIgnoreTime for &str {
+    /// `tcpdump -e` lines are `<time> <src mac> > <dst mac>, ...`.
+    fn starts_with_ignore_time(&self, mac: &str) -> bool {
+        self.split_whitespace()
+            .nth(1)
+            .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+    }
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn killing_the_owner_moves_the_ip_within_a_second() {
+    let vip = "192.0.2.205";
+    let env = Env::start("kill", &["192.0.2.205/32"]);
+    env.service("web", &[vip]);
+    let owner = env.announcer("web", vip, None);
+    let old_mac = node_mac(&owner);
+    wait_arp(vip, Some(&old_mac));
+    let pid = speaker_pid(&owner).expect("the owner's speaker process");
+    let (mut child, replies) = probe(vip);
+    std::thread::sleep(Duration::from_millis(300));
+    while replies.try_recv().is_ok() {}
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let moved = loop {
+        match replies.recv_timeout(Duration::from_secs(5)) {
+            Ok((at, mac)) if mac != old_mac => break at.duration_since(killed),
+            Ok(_) => continue,
+            Err(_) => break Duration::MAX,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        moved < Duration::from_secs(1),
+        "another node answered after {moved:?}"
+    );
+    let heir = env.announcer("web", vip, Some(&owner));
+    assert_ne!(heir, owner);
+    eprintln!("SIGKILL of {owner}'s speaker: {heir} answered after {moved:?}");
+}
