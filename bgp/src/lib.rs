@@ -6,6 +6,7 @@
 //! and [`Speaker::withdraw`] change it and tell every established session.
 
 pub mod bfd;
+pub mod gr;
 pub mod md5;
 mod peer;
 pub mod routes;
@@ -138,6 +139,10 @@ pub struct PeerStatus {
     pub established: u64,
     /// The last failure (connect error, NOTIFICATION sent or received).
     pub last_error: Option<String>,
+    /// IPv4 prefixes kept as stale while the peer restarts gracefully (RFC 4724).
+    pub stale_v4: usize,
+    /// IPv6 prefixes kept as stale while the peer restarts gracefully.
+    pub stale_v6: usize,
 }
 
 /// Speaker-wide settings.

@@ -1,6 +1,7 @@
 //! One peer's task: feeds a core [`Session`] with socket events and timer expiries and carries
 //! out the actions it returns.
 
+use crate::gr::{self, StaleChange};
 use crate::routes::{RouteAttrs, RouteTable, UpdateContext, next_hops};
 use crate::socket::{self, SocketOptions};
 use crate::{PeerConfig, PeerStatus};
@@ -72,6 +73,8 @@ pub(crate) struct PeerTask {
     update_ctx: Option<UpdateContext>,
     status: watch::Sender<PeerStatus>,
     closing: Vec<JoinHandle<()>>,
+    /// Receiving-speaker graceful restart state.
+    gr: gr::Helper,
 }
 
 /// A pseudo-random jitter from the clock: RFC 4271 only asks that peers do not stay in step.
@@ -105,6 +108,7 @@ impl PeerTask {
             update_ctx: None,
             status,
             closing: Vec::new(),
+            gr: gr::Helper::default(),
         }
     }
 
@@ -121,7 +125,17 @@ impl PeerTask {
                 next.map_or_else(|| Instant::now() + Duration::from_secs(3600), |(_, at)| at)
                     .into(),
             );
+            let stale_deadline = self.gr.deadline();
+            let stale_sleep = tokio::time::sleep_until(
+                stale_deadline
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                    .into(),
+            );
             tokio::select! {
+                _ = stale_sleep, if stale_deadline.is_some() => {
+                    let changes = self.gr.expired(Instant::now());
+                    self.apply_stale(changes);
+                }
                 ev = rx.recv() => match ev {
                     Some(Event::Stop(ack)) => {
                         self.feed(Input::ManualStop);
@@ -271,6 +285,29 @@ impl PeerTask {
         id
     }
 
+    fn apply_stale(&self, changes: Vec<StaleChange>) {
+        let peer = self.cfg.address;
+        for c in changes {
+            match c {
+                StaleChange::Kept { families, until } => {
+                    let secs = until.saturating_duration_since(Instant::now()).as_secs();
+                    info!(%peer, ?families, restart_time_s = secs, "peer restarting gracefully: its routes are kept as stale");
+                }
+                StaleChange::Dropped(family, cause) => {
+                    info!(%peer, ?family, ?cause, "stale routes dropped")
+                }
+            }
+        }
+        let (v4, v6) = (
+            self.gr.stale(Family::Ipv4Unicast),
+            self.gr.stale(Family::Ipv6Unicast),
+        );
+        self.status.send_modify(|s| {
+            s.stale_v4 = v4;
+            s.stale_v6 = v6;
+        });
+    }
+
     fn set_error(&self, e: String) {
         self.status.send_modify(|s| s.last_error = Some(e));
     }
@@ -336,6 +373,8 @@ impl PeerTask {
                     Some(l) => next_hops(l, self.cfg.next_hop_v4, self.cfg.next_hop_v6),
                     None => (self.cfg.next_hop_v4, self.cfg.next_hop_v6),
                 };
+                let changes = self.gr.session_up(Instant::now(), &n.peer_open);
+                self.apply_stale(changes);
                 let ctx = UpdateContext {
                     local_as: self.cfg.session.local_as,
                     peer_kind: n.peer_kind,
@@ -371,6 +410,13 @@ impl PeerTask {
             Action::SessionDown(reason) => {
                 warn!(%peer, ?reason, "BGP session down");
                 self.update_ctx = None;
+                let (v4, v6) = {
+                    let s = self.status.borrow();
+                    (s.received_v4, s.received_v6)
+                };
+                let received = [(Family::Ipv4Unicast, v4), (Family::Ipv6Unicast, v6)];
+                let changes = self.gr.session_down(Instant::now(), &reason, &received);
+                self.apply_stale(changes);
             }
             Action::RoutesReceived {
                 family,
@@ -384,7 +430,11 @@ impl PeerTask {
                     Family::Ipv6Unicast => s.received_v6 = total,
                 });
             }
-            Action::EndOfRib(family) => debug!(%peer, ?family, "End-of-RIB received"),
+            Action::EndOfRib(family) => {
+                debug!(%peer, ?family, "End-of-RIB received");
+                let changes = self.gr.end_of_rib(family);
+                self.apply_stale(changes);
+            }
             Action::TreatedAsWithdraw(p) => {
                 warn!(%peer, problem = ?p, "malformed UPDATE treated as withdraw (RFC 7606)")
             }
@@ -496,5 +546,7 @@ pub(crate) fn initial_status() -> PeerStatus {
         received_v6: 0,
         established: 0,
         last_error: None,
+        stale_v4: 0,
+        stale_v6: 0,
     }
 }

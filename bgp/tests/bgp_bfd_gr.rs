@@ -209,7 +209,11 @@ fn graceful_restart(daemon: Daemon, gr: bool) {
     while t0.elapsed() < Duration::from_secs(20) {
         polls += 1;
         // V4 on every poll, V6 on every fourth: a CLI call takes 5-50 ms (vtysh the most).
-        let prefixes: &[&str] = if polls % 4 == 0 { &[V4, V6] } else { &[V4] };
+        let prefixes: &[&str] = if polls.is_multiple_of(4) {
+            &[V4, V6]
+        } else {
+            &[V4]
+        };
         for p in prefixes {
             if lab.route(p).is_none() {
                 gaps.push((*p, t0.elapsed()));
