@@ -84,6 +84,13 @@ add map inet ferrolb svc4 { type ipv4_addr . inet_proto . inet_service : verdict
 add map inet ferrolb svc6 { type ipv6_addr . inet_proto . inet_service : verdict; }
 add map inet ferrolb flt4 { type ipv4_addr . inet_proto . inet_service : verdict; }
 add map inet ferrolb flt6 { type ipv6_addr . inet_proto . inet_service : verdict; }
+add map inet ferrolb be4tcp { typeof numgen random mod 1 : ip daddr . tcp dport; }
+add map inet ferrolb be4udp { typeof numgen random mod 1 : ip daddr . udp dport; }
+add map inet ferrolb be4sctp { typeof numgen random mod 1 : ip daddr . sctp dport; }
+add map inet ferrolb be6tcp { typeof numgen random mod 1 : ip6 daddr . tcp dport; }
+add map inet ferrolb be6udp { typeof numgen random mod 1 : ip6 daddr . udp dport; }
+add map inet ferrolb be6sctp { typeof numgen random mod 1 : ip6 daddr . sctp dport; }
+add map inet ferrolb ep { typeof numgen random mod 1 : verdict; }
 add chain inet ferrolb filter-prerouting { type filter hook prerouting priority dstnat - 10; policy accept; }
 add chain inet ferrolb nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain inet ferrolb nat-postrouting { type nat hook postrouting priority srcnat; policy accept; }
@@ -94,38 +101,33 @@ add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @s
 add rule inet ferrolb nat-postrouting meta mark & 0x00002000 != 0 meta mark set meta mark & 0xffffdfff masquerade fully-random
 add set inet ferrolb aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { type ipv4_addr; flags dynamic,timeout; timeout 30s; }
 add chain inet ferrolb flt-default/empty/tcp/443/v4
-add chain inet ferrolb ep-default/web/tcp/80/v4/198.18.1.2/8080
-add chain inet ferrolb ep-default/web/tcp/80/v4/198.18.2.2/8080
-add chain inet ferrolb ep-default/web/tcp/80/v6/2001.db8.b1..2/8080
 add chain inet ferrolb svc-default/web/tcp/80/v4
 add chain inet ferrolb svc-default/web/tcp/80/v6
 add chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add chain inet ferrolb flt-kube-system/dns/udp/53/v4
 add chain inet ferrolb svc-kube-system/dns/udp/53/v4
 add rule inet ferrolb flt-default/empty/tcp/443/v4 meta l4proto tcp reject with tcp reset
-add rule inet ferrolb ep-default/web/tcp/80/v4/198.18.1.2/8080 meta l4proto tcp dnat ip to 198.18.1.2:8080
-add rule inet ferrolb ep-default/web/tcp/80/v4/198.18.2.2/8080 meta l4proto tcp dnat ip to 198.18.2.2:8080
-add rule inet ferrolb ep-default/web/tcp/80/v6/2001.db8.b1..2/8080 meta l4proto tcp dnat ip6 to [2001:db8:b1::2]:8080
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
-add rule inet ferrolb svc-default/web/tcp/80/v4 numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/80/v4/198.18.1.2/8080, 1 : goto ep-default/web/tcp/80/v4/198.18.2.2/8080 }
+add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 2 offset 0 map @be4tcp
 add rule inet ferrolb svc-default/web/tcp/80/v6 meta mark set meta mark | 0x00002000
-add rule inet ferrolb svc-default/web/tcp/80/v6 numgen random mod 1 vmap { 0 : goto ep-default/web/tcp/80/v6/2001.db8.b1..2/8080 }
+add rule inet ferrolb svc-default/web/tcp/80/v6 meta l4proto tcp dnat ip6 to numgen random mod 1 offset 2 map @be6tcp
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 update @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { ip saddr }
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 meta l4proto udp dnat ip to 198.18.1.3:5353
 add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != { 192.0.2.0/28 } reject with icmpx admin-prohibited
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 ip saddr @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
-add rule inet ferrolb svc-kube-system/dns/udp/53/v4 numgen random mod 1 vmap { 0 : goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 }
-add element inet ferrolb flt4 { 192.0.2.12 . tcp . 443 : goto flt-default/empty/tcp/443/v4 }
-add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto svc-default/web/tcp/80/v4 }
+add rule inet ferrolb svc-kube-system/dns/udp/53/v4 numgen random mod 1 offset 3 vmap @ep
+add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto svc-default/web/tcp/80/v4, 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
 add element inet ferrolb svc6 { 2001:db8::10 . tcp . 80 : goto svc-default/web/tcp/80/v6 }
-add element inet ferrolb svc4 { 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
-add element inet ferrolb flt4 { 192.0.2.11 . udp . 53 : goto flt-kube-system/dns/udp/53/v4 }
+add element inet ferrolb flt4 { 192.0.2.12 . tcp . 443 : goto flt-default/empty/tcp/443/v4, 192.0.2.11 . udp . 53 : goto flt-kube-system/dns/udp/53/v4 }
+add element inet ferrolb be4tcp { 0 : 198.18.1.2 . 8080, 1 : 198.18.2.2 . 8080 }
+add element inet ferrolb be6tcp { 2 : 2001:db8:b1::2 . 8080 }
+add element inet ferrolb ep { 3 : goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 }
 ";
 
 #[test]
 fn full_ruleset_golden() {
     let p = plan(&[web(), dns(), empty()], "node-a").plan;
-    let got = full_transaction(&NftConfig::default(), &p);
+    let (got, _) = full_transaction(&NftConfig::default(), &p);
     if std::env::var_os("FERROLB_PRINT_GOLDEN").is_some() {
         print!("{got}");
     }
@@ -142,21 +144,33 @@ fn endpoint_change_touches_only_that_service() {
     let new = plan(&[web2, dns(), empty()], "node-a").plan;
     let changes = diff(&old, &new);
     assert_eq!(changes.len(), 1);
-    let got = delta_transaction(&cfg, &old, &changes);
+    let mut slots = full_transaction(&cfg, &old).1;
+    let got = delta_transaction(&cfg, &old, &mut slots, &changes);
     assert!(
         !got.contains("kube-system") && !got.contains("empty"),
         "{got}"
     );
+    // Same endpoint count: only the slot that changed is rewritten; no chain is touched.
     assert_eq!(
         got,
         "\
-flush chain inet ferrolb ep-default/web/tcp/80/v4/198.18.2.2/8080
+delete element inet ferrolb be4tcp { 1 }
+add element inet ferrolb be4tcp { 1 : 198.18.3.2 . 8080 }
+"
+    );
+    let mut web3 = web();
+    web3.endpoints.push(ep("198.18.3.2", 8080));
+    let grown = plan(&[web3, dns(), empty()], "node-a").plan;
+    let got = delta_transaction(&cfg, &new, &mut slots, &diff(&new, &grown));
+    // Three endpoints outgrow the range of two: a new range of four, and its one chain.
+    assert_eq!(
+        got,
+        "\
+delete element inet ferrolb be4tcp { 0, 1 }
 flush chain inet ferrolb svc-default/web/tcp/80/v4
-delete chain inet ferrolb ep-default/web/tcp/80/v4/198.18.2.2/8080
-add chain inet ferrolb ep-default/web/tcp/80/v4/198.18.3.2/8080
-add rule inet ferrolb ep-default/web/tcp/80/v4/198.18.3.2/8080 meta l4proto tcp dnat ip to 198.18.3.2:8080
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
-add rule inet ferrolb svc-default/web/tcp/80/v4 numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/80/v4/198.18.1.2/8080, 1 : goto ep-default/web/tcp/80/v4/198.18.3.2/8080 }
+add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 3 offset 4 map @be4tcp
+add element inet ferrolb be4tcp { 4 : 198.18.1.2 . 8080, 5 : 198.18.2.2 . 8080, 6 : 198.18.3.2 . 8080 }
 "
     );
 }
@@ -168,11 +182,13 @@ fn losing_all_endpoints_swaps_forwarding_for_rejection() {
     let mut gone = dns();
     gone.endpoints.clear();
     let new = plan(&[gone], "node-a").plan;
-    let got = delta_transaction(&cfg, &old, &diff(&old, &new));
+    let mut slots = full_transaction(&cfg, &old).1;
+    let got = delta_transaction(&cfg, &old, &mut slots, &diff(&old, &new));
     assert_eq!(
         got,
         "\
 delete element inet ferrolb svc4 { 192.0.2.11 . udp . 53 }
+delete element inet ferrolb ep { 0 }
 flush chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 flush chain inet ferrolb flt-kube-system/dns/udp/53/v4
 flush chain inet ferrolb svc-kube-system/dns/udp/53/v4
@@ -189,7 +205,8 @@ add rule inet ferrolb flt-kube-system/dns/udp/53/v4 reject with icmpx port-unrea
 fn unchanged_plan_renders_nothing_and_removal_drops_the_table() {
     let cfg = NftConfig::default();
     let p = plan(&[web(), dns()], "node-a").plan;
-    assert_eq!(delta_transaction(&cfg, &p, &diff(&p, &p)), "");
+    let mut slots = full_transaction(&cfg, &p).1;
+    assert_eq!(delta_transaction(&cfg, &p, &mut slots, &diff(&p, &p)), "");
     assert_eq!(
         remove_transaction(&cfg),
         "add table inet ferrolb\ndelete table inet ferrolb\n"
@@ -203,7 +220,8 @@ fn affinity_timeout_change_recreates_set_and_its_users() {
     let mut longer = dns();
     longer.session_affinity = SessionAffinity::ClientIp { timeout_s: 60 };
     let new = plan(&[longer], "node-a").plan;
-    let got = delta_transaction(&cfg, &old, &diff(&old, &new));
+    let mut slots = full_transaction(&cfg, &old).1;
+    let got = delta_transaction(&cfg, &old, &mut slots, &diff(&old, &new));
     let pos = |needle: &str| {
         got.find(needle)
             .unwrap_or_else(|| panic!("{needle} missing from {got}"))

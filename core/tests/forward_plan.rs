@@ -103,13 +103,18 @@ fn services() -> impl Strategy<Value = Vec<ForwardService>> {
 }
 
 /// A model of the kernel's table that enforces what a transaction must respect: objects exist
-/// before use, and nothing referenced is deleted.
+/// before use, nothing referenced is deleted, no element is added twice.
 #[derive(Debug, Default, PartialEq)]
 struct Model {
     sets: BTreeMap<String, String>,
     chains: BTreeMap<String, Vec<String>>,
     elements: BTreeMap<(String, String), String>,
 }
+
+/// Slot maps: their keys are allocation details, compared only through the rules using them.
+const SLOT_MAPS: [&str; 7] = [
+    "be4tcp", "be4udp", "be4sctp", "be6tcp", "be6udp", "be6sctp", "ep",
+];
 
 impl Model {
     fn referenced(&self, name: &str) -> bool {
@@ -153,28 +158,74 @@ impl Model {
                     self.chains.get_mut(w[4]).expect(line).push(w[5].into());
                 }
                 ("add", "element") => {
-                    let (key, verdict) = w[5]
-                        .trim_matches(['{', '}', ' '])
-                        .split_once(" : ")
-                        .unwrap();
-                    let target = verdict.trim_start_matches("goto ");
-                    assert!(
-                        self.chains.contains_key(target),
-                        "dangling {target}: {line}"
-                    );
-                    let old = self
-                        .elements
-                        .insert((w[4].into(), key.into()), verdict.into());
-                    assert!(old.is_none(), "element exists: {line}");
+                    for element in w[5].trim_matches(['{', '}', ' ']).split(", ") {
+                        let (key, value) = element.split_once(" : ").unwrap();
+                        if let Some(target) = value.strip_prefix("goto ") {
+                            assert!(
+                                self.chains.contains_key(target),
+                                "dangling {target}: {line}"
+                            );
+                        }
+                        let old = self
+                            .elements
+                            .insert((w[4].into(), key.into()), value.into());
+                        assert!(old.is_none(), "element exists: {line}");
+                    }
                 }
                 ("delete", "element") => {
-                    let key = w[5].trim_matches(['{', '}', ' ']);
-                    self.elements
-                        .remove(&(w[4].to_string(), key.to_string()))
-                        .expect(line);
+                    for key in w[5].trim_matches(['{', '}', ' ']).split(", ") {
+                        self.elements
+                            .remove(&(w[4].to_string(), key.to_string()))
+                            .expect(line);
+                    }
                 }
                 _ => panic!("unknown command {line}"),
             }
+        }
+    }
+
+    /// The table with every `numgen … offset B map/vmap @slots` replaced by the values of its
+    /// slots, and the slot maps dropped. Panics on a missing slot, a slot two rules share, or
+    /// a slot no rule uses (a leak).
+    fn resolved(&self) -> Model {
+        let mut used = BTreeSet::new();
+        let mut chains = BTreeMap::new();
+        for (name, rules) in &self.chains {
+            let rules = rules
+                .iter()
+                .map(|r| {
+                    let Some((head, tail)) = r.split_once("numgen random mod ") else {
+                        return r.clone();
+                    };
+                    let t: Vec<&str> = tail.split(' ').collect();
+                    let (n, base): (u32, u32) = (t[0].parse().unwrap(), t[2].parse().unwrap());
+                    let map = t[4].trim_start_matches('@');
+                    let values: Vec<String> = (base..base + n)
+                        .map(|slot| {
+                            assert!(used.insert((map.to_string(), slot)), "slot shared: {r}");
+                            self.elements[&(map.to_string(), slot.to_string())].clone()
+                        })
+                        .collect();
+                    format!("{head}pick {} {map} {values:?}", t[3])
+                })
+                .collect();
+            chains.insert(name.clone(), rules);
+        }
+        let mut elements = BTreeMap::new();
+        for ((map, key), value) in &self.elements {
+            if SLOT_MAPS.contains(&map.as_str()) {
+                assert!(
+                    used.contains(&(map.clone(), key.parse().unwrap())),
+                    "leaked slot {map} {key}"
+                );
+            } else {
+                elements.insert((map.clone(), key.clone()), value.clone());
+            }
+        }
+        Model {
+            sets: self.sets.clone(),
+            chains,
+            elements,
         }
     }
 }
@@ -243,10 +294,26 @@ proptest! {
         let cfg = NftConfig::default();
         let (pa, pb) = (plan(&a, NODE).plan, plan(&b, NODE).plan);
         let mut incremental = Model::default();
-        incremental.run(&full_transaction(&cfg, &pa));
-        incremental.run(&delta_transaction(&cfg, &pa, &diff(&pa, &pb)));
+        let (script, mut slots) = full_transaction(&cfg, &pa);
+        incremental.run(&script);
+        incremental.run(&delta_transaction(&cfg, &pa, &mut slots, &diff(&pa, &pb)));
         let mut fresh = Model::default();
-        fresh.run(&full_transaction(&cfg, &pb));
-        prop_assert_eq!(incremental, fresh);
+        fresh.run(&full_transaction(&cfg, &pb).0);
+        prop_assert_eq!(incremental.resolved(), fresh.resolved());
+    }
+
+    #[test]
+    fn chained_deltas_reuse_slots_and_reach_the_full_ruleset(a in services(), b in services(), c in services()) {
+        let cfg = NftConfig::default();
+        let plans: Vec<_> = [a, b, c].iter().map(|s| plan(s, NODE).plan).collect();
+        let mut incremental = Model::default();
+        let (script, mut slots) = full_transaction(&cfg, &plans[0]);
+        incremental.run(&script);
+        for w in plans.windows(2) {
+            incremental.run(&delta_transaction(&cfg, &w[0], &mut slots, &diff(&w[0], &w[1])));
+        }
+        let mut fresh = Model::default();
+        fresh.run(&full_transaction(&cfg, &plans[2]).0);
+        prop_assert_eq!(incremental.resolved(), fresh.resolved());
     }
 }

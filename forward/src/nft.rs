@@ -4,7 +4,7 @@ use crate::ForwardError;
 use ferrolb_core::forward::nft::{
     NftConfig, delta_transaction, full_transaction, remove_transaction,
 };
-use ferrolb_core::forward::{ForwardingPlan, diff};
+use ferrolb_core::forward::{ForwardingPlan, Slots, diff};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ pub struct ApplyReport {
 pub struct NftForwarder {
     config: NftConfig,
     argv: Vec<String>,
-    applied: Option<ForwardingPlan>,
+    applied: Option<(ForwardingPlan, Slots)>,
 }
 
 impl NftForwarder {
@@ -69,15 +69,16 @@ impl NftForwarder {
     /// the Services that changed. After a failed call the next one replaces the table whole.
     pub fn apply(&mut self, plan: &ForwardingPlan) -> Result<ApplyReport, ForwardError> {
         let start = Instant::now();
-        let (kind, services_changed, script) = match &self.applied {
-            None => (
-                ApplyKind::Full,
-                plan.services.len(),
-                full_transaction(&self.config, plan),
-            ),
-            Some(old) => {
-                let changes = diff(old, plan);
+        // On failure `applied` stays None, so the next call replaces the table whole.
+        let (kind, services_changed, script, slots) = match self.applied.take() {
+            None => {
+                let (script, slots) = full_transaction(&self.config, plan);
+                (ApplyKind::Full, plan.services.len(), script, slots)
+            }
+            Some((old, mut slots)) => {
+                let changes = diff(&old, plan);
                 if changes.is_empty() {
+                    self.applied = Some((old, slots));
                     return Ok(ApplyReport {
                         kind: ApplyKind::Unchanged,
                         services_changed: 0,
@@ -85,20 +86,16 @@ impl NftForwarder {
                         elapsed: start.elapsed(),
                     });
                 }
-                (
-                    ApplyKind::Incremental,
-                    changes.len(),
-                    delta_transaction(&self.config, old, &changes),
-                )
+                let script = delta_transaction(&self.config, &old, &mut slots, &changes);
+                (ApplyKind::Incremental, changes.len(), script, slots)
             }
         };
         if let Err(e) = self.run(&["-f", "-"], &script) {
             // The transaction was atomic, but resync whole next time rather than trust our memory.
             warn!(table = %self.config.table, error = %e, ?kind, "nft transaction failed");
-            self.applied = None;
             return Err(e);
         }
-        self.applied = Some(plan.clone());
+        self.applied = Some((plan.clone(), slots));
         let elapsed = start.elapsed();
         info!(table = %self.config.table, ?kind, services_changed, ?elapsed, "forwarding rules applied");
         Ok(ApplyReport {

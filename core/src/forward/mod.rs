@@ -7,8 +7,10 @@
 
 pub mod nft;
 mod plan;
+mod slots;
 
 pub use plan::{FrontendConflict, Planned, plan};
+pub use slots::{SlotRange, Slots};
 
 use ipnet::IpNet;
 use std::collections::BTreeMap;

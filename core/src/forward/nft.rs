@@ -1,18 +1,22 @@
 //! Rendering a [`ForwardingPlan`] as nftables commands for `nft -f -`: one atomic transaction
 //! per call, in FerroLB's own `inet` table.
 //!
-//! Layout (modelled on kube-proxy's nftables mode, with one chain set per Service port):
+//! Layout (kube-proxy's nftables dispatch, but with the per-Service anonymous verdict maps
+//! replaced by shared named maps, so the number of sets does not grow with Services):
 //! - maps `svc4`/`svc6`: `vip . l4proto . port : goto svc-…` (nat prerouting dispatch);
 //! - maps `flt4`/`flt6`: `vip . l4proto . port : goto flt-…` for frontends that refuse someone
 //!   (source ranges, no endpoints), consulted by a filter chain before DNAT;
-//! - per Service port and family: `svc-…` (mark for masquerade, affinity lookups,
-//!   `numgen random` over endpoints), `ep-…` per endpoint (affinity update, DNAT), `flt-…`,
-//!   and `aff-…` dynamic sets with the affinity timeout;
+//! - maps `be4tcp`, `be6udp`, …: slot → `endpoint . port`; each Service port and family owns a range of
+//!   slots ([`Slots`]) and its one `svc-…` chain does
+//!   `dnat to numgen random mod N offset <base> map @be4tcp`;
+//! - with ClientIP affinity only: per endpoint an `ep-…` chain (affinity update, DNAT) and an
+//!   `aff-…` dynamic set with the timeout, picked through the shared verdict map `ep`;
 //! - `nat-postrouting` masquerades packets carrying the mark, as kube-proxy does.
 //!
-//! Object names embed the Service key, so two Services never share an object and a change to
-//! one Service only ever touches objects named after it.
+//! Object names and slot ranges belong to one Service, so a change to one Service only ever
+//! touches its own chains and elements.
 
+use super::slots::Slots;
 use super::{
     AllowedSources, Backends, Change, ForwardingPlan, Protocol, ServiceKey, ServicePlan,
     SessionAffinity, SourceNat,
@@ -53,7 +57,7 @@ impl NftConfig {
     }
 }
 
-/// A verdict map of the table.
+/// A map of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MapName {
     /// IPv4 frontends that forward.
@@ -64,6 +68,13 @@ pub enum MapName {
     Flt4,
     /// IPv6 frontends that refuse some or all clients.
     Flt6,
+    /// Slot → IPv4 endpoint and port, per protocol (nft 1.0.6 cannot read back a `th dport`
+    /// map used after `meta l4proto tcp`, so each protocol gets its own typed map).
+    Be4(Protocol),
+    /// Slot → IPv6 endpoint and port, per protocol.
+    Be6(Protocol),
+    /// Slot → endpoint chain, for Services with ClientIP affinity.
+    Ep,
 }
 
 impl MapName {
@@ -74,7 +85,45 @@ impl MapName {
             MapName::Svc6 => "svc6",
             MapName::Flt4 => "flt4",
             MapName::Flt6 => "flt6",
+            MapName::Be4(Protocol::Tcp) => "be4tcp",
+            MapName::Be4(Protocol::Udp) => "be4udp",
+            MapName::Be4(Protocol::Sctp) => "be4sctp",
+            MapName::Be6(Protocol::Tcp) => "be6tcp",
+            MapName::Be6(Protocol::Udp) => "be6udp",
+            MapName::Be6(Protocol::Sctp) => "be6sctp",
+            MapName::Ep => "ep",
         }
+    }
+
+    /// The map's definition body.
+    fn definition(self) -> String {
+        match self {
+            MapName::Svc4 | MapName::Flt4 => {
+                "{ type ipv4_addr . inet_proto . inet_service : verdict; }".into()
+            }
+            MapName::Svc6 | MapName::Flt6 => {
+                "{ type ipv6_addr . inet_proto . inet_service : verdict; }".into()
+            }
+            MapName::Be4(p) => format!(
+                "{{ typeof numgen random mod 1 : ip daddr . {} dport; }}",
+                p.as_str()
+            ),
+            MapName::Be6(p) => format!(
+                "{{ typeof numgen random mod 1 : ip6 daddr . {} dport; }}",
+                p.as_str()
+            ),
+            MapName::Ep => "{ typeof numgen random mod 1 : verdict; }".into(),
+        }
+    }
+
+    /// Every map of the table.
+    fn all() -> impl Iterator<Item = MapName> {
+        let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+        [MapName::Svc4, MapName::Svc6, MapName::Flt4, MapName::Flt6]
+            .into_iter()
+            .chain(protos.map(MapName::Be4))
+            .chain(protos.map(MapName::Be6))
+            .chain([MapName::Ep])
     }
 }
 
@@ -85,7 +134,7 @@ pub struct ServiceObjects {
     pub sets: BTreeMap<String, String>,
     /// Chain name → its rules, in order.
     pub chains: BTreeMap<String, Vec<String>>,
-    /// (map, key) → verdict.
+    /// (map, key) → value (a verdict, or an endpoint for the `be` maps).
     pub elements: BTreeMap<(MapName, String), String>,
 }
 
@@ -123,6 +172,12 @@ impl Family {
             Family::V6 => (MapName::Svc6, MapName::Flt6),
         }
     }
+    fn backends(self, proto: Protocol) -> MapName {
+        match self {
+            Family::V4 => MapName::Be4(proto),
+            Family::V6 => MapName::Be6(proto),
+        }
+    }
 }
 
 /// nft identifiers allow letters, digits and `/-_.`; IPv6 colons become dots.
@@ -130,24 +185,78 @@ fn addr_part(ip: IpAddr) -> String {
     ip.to_string().replace(':', ".")
 }
 
-/// The objects rendering `service` needs; a pure function of the key, plan and config.
-pub fn service_objects(cfg: &NftConfig, key: &ServiceKey, service: &ServicePlan) -> ServiceObjects {
-    let mut objs = ServiceObjects::default();
-    // Frontends sharing family, protocol and port share backends, so they share chains.
-    let mut groups: BTreeMap<(Family, Protocol, u16), (Vec<IpAddr>, &Backends)> = BTreeMap::new();
-    for (fe, backends) in &service.frontends {
-        let group = groups
-            .entry((Family::of(fe.vip), fe.protocol, fe.port))
-            .or_insert((Vec::new(), backends));
-        group.0.push(fe.vip);
+/// Frontends of one Service grouped by what they share: family, protocol and port.
+struct Group<'a> {
+    fam: Family,
+    proto: Protocol,
+    port: u16,
+    vips: Vec<IpAddr>,
+    backends: &'a Backends,
+}
+
+impl Group<'_> {
+    /// `<proto>/<port>/<v4|v6>`, the group's name inside its Service.
+    fn name(&self) -> String {
+        format!("{}/{}/{}", self.proto.as_str(), self.port, self.fam.tag())
     }
-    for ((fam, proto, port), (vips, backends)) in groups {
-        let id = format!("{key}/{}/{port}/{}", proto.as_str(), fam.tag());
+
+    /// The backends this group forwards to, or `None` when it forwards nothing.
+    fn forwarded<'b>(&'b self, service: &ServicePlan) -> Option<&'b [SocketAddr]> {
+        let Backends::Forward { backends, .. } = self.backends else {
+            return None;
+        };
+        if matches!(&service.allowed_sources, AllowedSources::Only(r) if !r.iter().any(|n| Family::of(n.addr()) == self.fam))
+        {
+            return None; // every client of this family is refused: nothing to forward
+        }
+        Some(backends)
+    }
+}
+
+fn groups(service: &ServicePlan) -> Vec<Group<'_>> {
+    let mut by: BTreeMap<(Family, Protocol, u16), Group<'_>> = BTreeMap::new();
+    for (fe, backends) in &service.frontends {
+        let (fam, proto, port) = (Family::of(fe.vip), fe.protocol, fe.port);
+        by.entry((fam, proto, port))
+            .or_insert(Group {
+                fam,
+                proto,
+                port,
+                vips: Vec::new(),
+                backends,
+            })
+            .vips
+            .push(fe.vip);
+    }
+    by.into_values().collect()
+}
+
+/// The backend slots `service` needs, per group name, for [`Slots::assign`].
+pub fn slot_demand(service: &ServicePlan) -> BTreeMap<String, u32> {
+    groups(service)
+        .iter()
+        .filter_map(|g| Some((g.name(), g.forwarded(service)?.len() as u32)))
+        .collect()
+}
+
+/// The objects rendering `service` needs, given the slots `slots` assigned to it (see
+/// [`slot_demand`]); a pure function of its arguments.
+pub fn service_objects(
+    cfg: &NftConfig,
+    key: &ServiceKey,
+    service: &ServicePlan,
+    slots: &Slots,
+) -> ServiceObjects {
+    let mut objs = ServiceObjects::default();
+    for group in groups(service) {
+        let (fam, proto, port) = (group.fam, group.proto, group.port);
+        let id = format!("{key}/{}", group.name());
         let (svc_map, flt_map) = fam.maps();
-        let filter = filter_rules(fam, proto, &service.allowed_sources, backends);
+        let be_map = fam.backends(proto);
+        let filter = filter_rules(fam, proto, &service.allowed_sources, group.backends);
         if !filter.is_empty() {
             let chain = format!("flt-{id}");
-            for vip in &vips {
+            for vip in &group.vips {
                 objs.elements.insert(
                     (flt_map, element_key(*vip, proto, port)),
                     format!("goto {chain}"),
@@ -155,13 +264,14 @@ pub fn service_objects(cfg: &NftConfig, key: &ServiceKey, service: &ServicePlan)
             }
             objs.chains.insert(chain, filter);
         }
-        let Backends::Forward { backends, .. } = backends else {
+        let Some(backends) = group.forwarded(service) else {
             continue;
         };
-        if matches!(&service.allowed_sources, AllowedSources::Only(r) if !r.iter().any(|n| Family::of(n.addr()) == fam))
-        {
-            continue; // every client of this family is refused: nothing to forward
-        }
+        let base = slots
+            .get(key, &group.name())
+            .expect("slots assigned before rendering")
+            .base;
+        let n = backends.len();
         let svc_chain = format!("svc-{id}");
         let mut svc_rules = Vec::new();
         if service.source_nat == SourceNat::Masquerade {
@@ -170,34 +280,51 @@ pub fn service_objects(cfg: &NftConfig, key: &ServiceKey, service: &ServicePlan)
                 cfg.masquerade_mark
             ));
         }
-        let mut arms = Vec::new();
-        for (i, be) in backends.iter().enumerate() {
-            let ep_id = format!("{id}/{}/{}", addr_part(be.ip()), be.port());
-            let ep_chain = format!("ep-{ep_id}");
-            let mut ep_rules = Vec::new();
-            if let SessionAffinity::ClientIp { timeout_s } = service.affinity {
-                let set = format!("aff-{ep_id}");
-                objs.sets.insert(
-                    set.clone(),
-                    format!(
-                        "{{ type {}; flags dynamic,timeout; timeout {timeout_s}s; }}",
-                        fam.addr_type()
-                    ),
-                );
-                svc_rules.push(format!("{} saddr @{set} goto {ep_chain}", fam.ip()));
-                ep_rules.push(format!("update @{set} {{ {} saddr }}", fam.ip()));
+        match service.affinity {
+            SessionAffinity::None => {
+                for (i, be) in backends.iter().enumerate() {
+                    objs.elements.insert(
+                        (be_map, (base + i as u32).to_string()),
+                        format!("{} . {}", be.ip(), be.port()),
+                    );
+                }
+                svc_rules.push(format!(
+                    "meta l4proto {} dnat {} to numgen random mod {n} offset {base} map @{}",
+                    proto.as_str(),
+                    fam.ip(),
+                    be_map.as_str()
+                ));
             }
-            ep_rules.push(dnat_rule(fam, proto, *be));
-            objs.chains.insert(ep_chain.clone(), ep_rules);
-            arms.push(format!("{i} : goto {ep_chain}"));
+            SessionAffinity::ClientIp { timeout_s } => {
+                for (i, be) in backends.iter().enumerate() {
+                    let ep_id = format!("{id}/{}/{}", addr_part(be.ip()), be.port());
+                    let (ep_chain, set) = (format!("ep-{ep_id}"), format!("aff-{ep_id}"));
+                    objs.sets.insert(
+                        set.clone(),
+                        format!(
+                            "{{ type {}; flags dynamic,timeout; timeout {timeout_s}s; }}",
+                            fam.addr_type()
+                        ),
+                    );
+                    svc_rules.push(format!("{} saddr @{set} goto {ep_chain}", fam.ip()));
+                    let ep_rules = vec![
+                        format!("update @{set} {{ {} saddr }}", fam.ip()),
+                        dnat_rule(fam, proto, *be),
+                    ];
+                    objs.chains.insert(ep_chain.clone(), ep_rules);
+                    objs.elements.insert(
+                        (MapName::Ep, (base + i as u32).to_string()),
+                        format!("goto {ep_chain}"),
+                    );
+                }
+                svc_rules.push(format!(
+                    "numgen random mod {n} offset {base} vmap @{}",
+                    MapName::Ep.as_str()
+                ));
+            }
         }
-        svc_rules.push(format!(
-            "numgen random mod {} vmap {{ {} }}",
-            backends.len(),
-            arms.join(", ")
-        ));
         objs.chains.insert(svc_chain.clone(), svc_rules);
-        for vip in &vips {
+        for vip in &group.vips {
             objs.elements.insert(
                 (svc_map, element_key(*vip, proto, port)),
                 format!("goto {svc_chain}"),
@@ -250,20 +377,21 @@ fn filter_rules(
 /// Commands in dependency order; see [`Transaction::add_diff`].
 #[derive(Debug, Default)]
 struct Transaction {
-    del_elements: Vec<String>,
+    del_elements: BTreeMap<MapName, Vec<String>>,
     flush_chains: Vec<String>,
     del_chains: Vec<String>,
     del_sets: Vec<String>,
     add_sets: Vec<String>,
     add_chains: Vec<String>,
     add_rules: Vec<String>,
-    add_elements: Vec<String>,
+    add_elements: BTreeMap<MapName, Vec<String>>,
 }
 
 impl Transaction {
     /// Adds the commands turning `old` into `new`. Phases keep references valid inside the one
     /// kernel transaction: map elements out, referring chains flushed, objects deleted, then
-    /// objects added, rules added, elements in.
+    /// objects added, rules added, elements in. A slot another Service freed in the same
+    /// transaction is therefore deleted before it is added again.
     fn add_diff(&mut self, t: &str, old: &ServiceObjects, new: &ServiceObjects) {
         let changed_sets: BTreeSet<&String> = old
             .sets
@@ -276,18 +404,17 @@ impl Transaction {
                 .iter()
                 .any(|r| changed_sets.iter().any(|s| r.contains(&format!("@{s} "))))
         };
-        for ((map, key), verdict) in &old.elements {
-            if new.elements.get(&(*map, key.clone())) != Some(verdict) {
-                self.del_elements
-                    .push(format!("delete element {t} {} {{ {key} }}", map.as_str()));
+        for ((map, key), value) in &old.elements {
+            if new.elements.get(&(*map, key.clone())) != Some(value) {
+                self.del_elements.entry(*map).or_default().push(key.clone());
             }
         }
-        for ((map, key), verdict) in &new.elements {
-            if old.elements.get(&(*map, key.clone())) != Some(verdict) {
-                self.add_elements.push(format!(
-                    "add element {t} {} {{ {key} : {verdict} }}",
-                    map.as_str()
-                ));
+        for ((map, key), value) in &new.elements {
+            if old.elements.get(&(*map, key.clone())) != Some(value) {
+                self.add_elements
+                    .entry(*map)
+                    .or_default()
+                    .push(format!("{key} : {value}"));
             }
         }
         for (name, rules) in &old.chains {
@@ -325,21 +452,39 @@ impl Transaction {
         }
     }
 
-    fn render(self, head: Vec<String>) -> String {
+    /// The script; elements go one command per map and phase (one netlink message each, where
+    /// one command per element costs the CLI a parse and a message apiece).
+    fn render(self, t: &str, head: Vec<String>) -> String {
         let mut out = String::new();
+        for line in &head {
+            let _ = writeln!(out, "{line}");
+        }
+        for (map, keys) in &self.del_elements {
+            let _ = writeln!(
+                out,
+                "delete element {t} {} {{ {} }}",
+                map.as_str(),
+                keys.join(", ")
+            );
+        }
         let phases = [
-            head,
-            self.del_elements,
             self.flush_chains,
             self.del_chains,
             self.del_sets,
             self.add_sets,
             self.add_chains,
             self.add_rules,
-            self.add_elements,
         ];
         for line in phases.iter().flatten() {
             let _ = writeln!(out, "{line}");
+        }
+        for (map, elements) in &self.add_elements {
+            let _ = writeln!(
+                out,
+                "add element {t} {} {{ {} }}",
+                map.as_str(),
+                elements.join(", ")
+            );
         }
         out
     }
@@ -350,17 +495,8 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
     let t = cfg.family_table();
     let mark = cfg.masquerade_mark;
     let mut v = vec![format!("add table {t}")];
-    for (map, fam) in [
-        (MapName::Svc4, Family::V4),
-        (MapName::Svc6, Family::V6),
-        (MapName::Flt4, Family::V4),
-        (MapName::Flt6, Family::V6),
-    ] {
-        v.push(format!(
-            "add map {t} {} {{ type {} . inet_proto . inet_service : verdict; }}",
-            map.as_str(),
-            fam.addr_type()
-        ));
+    for map in MapName::all() {
+        v.push(format!("add map {t} {} {}", map.as_str(), map.definition()));
     }
     v.push(format!("add chain {t} filter-prerouting {{ type filter hook prerouting priority dstnat - 10; policy accept; }}"));
     v.push(format!("add chain {t} nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"));
@@ -382,22 +518,31 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
 }
 
 /// One transaction that replaces whatever the table holds (left by a previous run or not)
-/// with exactly `plan`: create-if-missing, delete, recreate.
-pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> String {
+/// with exactly `plan`: create-if-missing, delete, recreate. Returns it with the slot
+/// assignment it used, which later [`delta_transaction`]s continue from.
+pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> (String, Slots) {
     let t = cfg.family_table();
     let mut head = vec![format!("add table {t}"), format!("delete table {t}")];
     head.extend(base_commands(cfg));
+    let mut slots = Slots::default();
     let mut tx = Transaction::default();
     let empty = ServiceObjects::default();
     for (key, service) in &plan.services {
-        tx.add_diff(&t, &empty, &service_objects(cfg, key, service));
+        slots.assign(key, &slot_demand(service));
+        tx.add_diff(&t, &empty, &service_objects(cfg, key, service, &slots));
     }
-    tx.render(head)
+    (tx.render(&t, head), slots)
 }
 
-/// One transaction applying `changes` to a table that holds exactly `old`; empty when nothing
-/// changes. Only objects of changed Services appear in it, and only those that differ.
-pub fn delta_transaction(cfg: &NftConfig, old: &ForwardingPlan, changes: &[Change]) -> String {
+/// One transaction applying `changes` to a table that holds exactly `old` with slots `slots`,
+/// which it updates; empty when nothing changes. Only objects of changed Services appear in it,
+/// and only those that differ.
+pub fn delta_transaction(
+    cfg: &NftConfig,
+    old: &ForwardingPlan,
+    slots: &mut Slots,
+    changes: &[Change],
+) -> String {
     let t = cfg.family_table();
     let mut tx = Transaction::default();
     for change in changes {
@@ -405,15 +550,21 @@ pub fn delta_transaction(cfg: &NftConfig, old: &ForwardingPlan, changes: &[Chang
         let before = old
             .services
             .get(key)
-            .map(|s| service_objects(cfg, key, s))
+            .map(|s| service_objects(cfg, key, s, slots))
             .unwrap_or_default();
         let after = match change {
-            Change::Upsert { service, .. } => service_objects(cfg, key, service),
-            Change::Remove { .. } => ServiceObjects::default(),
+            Change::Upsert { service, .. } => {
+                slots.assign(key, &slot_demand(service));
+                service_objects(cfg, key, service, slots)
+            }
+            Change::Remove { .. } => {
+                slots.remove(key);
+                ServiceObjects::default()
+            }
         };
         tx.add_diff(&t, &before, &after);
     }
-    tx.render(Vec::new())
+    tx.render(&t, Vec::new())
 }
 
 /// One transaction removing the table if it exists.
