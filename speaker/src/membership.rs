@@ -212,10 +212,10 @@ async fn run(
             _ = sleep_until_opt(next_timer) => {
                 let now = Instant::now();
                 while d.timers.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
-                    if let Some(Reverse((_, _, TimerSlot(timer)))) = d.timers.pop() {
-                        if let Err(err) = d.foca.handle_timer(timer, &mut d.runtime) {
-                            debug!(error = %err, "membership timer failed");
-                        }
+                    if let Some(Reverse((_, _, TimerSlot(timer)))) = d.timers.pop()
+                        && let Err(err) = d.foca.handle_timer(timer, &mut d.runtime)
+                    {
+                        debug!(error = %err, "membership timer failed");
                     }
                 }
             }

@@ -73,7 +73,7 @@ pub fn pool_ranges(pools: &[std::sync::Arc<IPAddressPool>]) -> Vec<PoolRanges> {
 }
 
 /// The pool `ip` belongs to (first by name when pools overlap, which the controller flags).
-pub fn pool_of<'a>(ip: IpAddr, pools: &'a [PoolRanges]) -> Option<&'a str> {
+pub fn pool_of(ip: IpAddr, pools: &[PoolRanges]) -> Option<&str> {
     pools
         .iter()
         .find(|p| p.ranges.iter().any(|r| r.contains(ip)))
