@@ -78,6 +78,9 @@ pub struct BfdSession {
     remote_mult: u8,
     /// A Poll Sequence is running (we changed our intervals, §6.8.3).
     polling: bool,
+    /// When the periodic packet is due, so a state change can bring it forward but never
+    /// push it back past the peer's detection time.
+    tx_at: Option<Instant>,
     /// Jitter percent for the transmit interval (§6.8.7: 75..=100, 75..=90 with mult 1).
     jitter: u8,
 }
@@ -95,7 +98,10 @@ impl BfdSession {
             remote_min_tx: Duration::ZERO,
             remote_mult: 0,
             polling: false,
-            jitter: 100,
+            tx_at: None,
+            // §6.8.7: with a multiplier of 1 the interval must be at most 90% even before the
+            // driver sets a jitter, or a packet can arrive exactly as the peer's detection fires.
+            jitter: if config.detect_mult == 1 { 90 } else { 100 },
         }
     }
 
@@ -142,12 +148,33 @@ impl BfdSession {
         }
     }
 
-    fn arm_tx(&self, now: Instant, out: &mut Vec<BfdAction>) {
+    /// One (jittered) transmit interval from `now`.
+    fn tx_due(&self, now: Instant) -> Instant {
         let interval = self.desired_tx().max(self.remote_min_rx);
+        now + interval * u32::from(self.jitter) / 100
+    }
+
+    fn set_tx(&mut self, at: Instant, out: &mut Vec<BfdAction>) {
+        self.tx_at = Some(at);
         out.push(BfdAction::SetTimer {
             timer: BfdTimer::Transmit,
-            at: now + interval * u32::from(self.jitter) / 100,
+            at,
         });
+    }
+
+    /// Schedules the next periodic packet one interval from now.
+    fn arm_tx(&mut self, now: Instant, out: &mut Vec<BfdAction>) {
+        let at = self.tx_due(now);
+        self.set_tx(at, out);
+    }
+
+    /// Re-schedules after a state or interval change: earlier if the new interval says so,
+    /// never later than already due (re-arming from `now` on every change let a peer with
+    /// multiplier 1 time out while we kept postponing).
+    fn rearm_tx(&mut self, now: Instant, out: &mut Vec<BfdAction>) {
+        let fresh = self.tx_due(now);
+        let at = self.tx_at.map_or(fresh, |due| due.min(fresh));
+        self.set_tx(at, out);
     }
 
     fn set_state(&mut self, out: &mut Vec<BfdAction>, to: BfdState, diag: Diag) {
@@ -182,6 +209,7 @@ impl BfdSession {
                 out.push(BfdAction::Send(self.packet(false)));
                 out.push(BfdAction::CancelTimer(BfdTimer::Detect));
                 out.push(BfdAction::CancelTimer(BfdTimer::Transmit));
+                self.tx_at = None;
             }
             BfdInput::TimerExpired(BfdTimer::Transmit) => {
                 if self.state != BfdState::AdminDown {
@@ -195,7 +223,7 @@ impl BfdSession {
                 if matches!(self.state, BfdState::Init | BfdState::Up) {
                     self.set_state(&mut out, BfdState::Down, Diag::DetectionTimeExpired);
                     self.remote_discr = 0;
-                    self.arm_tx(now, &mut out);
+                    self.rearm_tx(now, &mut out);
                 }
             }
             BfdInput::Received(p) => self.received(now, p, &mut out),
@@ -248,7 +276,7 @@ impl BfdSession {
             out.push(BfdAction::Send(self.packet(true)));
         }
         if self.remote_min_rx != old_rx || self.state != before {
-            self.arm_tx(now, out);
+            self.rearm_tx(now, out);
         }
     }
 }
