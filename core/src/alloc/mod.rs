@@ -40,6 +40,7 @@ mod range;
 mod request;
 mod selector;
 mod state;
+mod table;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

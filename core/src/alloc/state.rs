@@ -1,83 +1,28 @@
 //! The allocator's tables and rules; see the module docs of [`super`] for the contract.
+//!
+//! Hot-path shape (see ADR 0006, Cost): Services are interned to a [`SvcId`] on their first
+//! assignment and pools to a [`PoolId`] in rank order on `set_pools`, so an `assign` hashes the
+//! `ServiceKey` once, walks the pools without building lists or strings, and the address
+//! tables hold small integers. Strings are only built for what the API returns and for errors.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use foldhash::HashMap;
+
 use super::pool::{AutoAssign, BuggyIps, Pool};
-use super::range::{Family, buggy_count, from_u128, is_buggy_ip, to_u128};
-use super::request::{FamilyPolicy, ServiceKey, ServiceRequest};
+use super::range::{Family, buggy_count, from_u128, to_u128};
+use super::request::{FamilyPolicy, Protocol, ServiceKey, ServiceRequest};
+use super::table::{Holders, PoolId, Runs, SvcId};
 use super::{AllocError, Assignment, Overlap, PoolCounts, PoolsReport};
 
-/// Held addresses of one family as maximal runs `start -> end` (inclusive): the first free
-/// address at or after `x` is one lookup away, and the map never holds more entries than
-/// there are held addresses, whatever the pool size.
-#[derive(Debug, Clone, Default)]
-struct Runs(BTreeMap<u128, u128>);
-
-impl Runs {
-    /// The end of the run holding `x`, if `x` is held.
-    fn run_end(&self, x: u128) -> Option<u128> {
-        self.0
-            .range(..=x)
-            .next_back()
-            .filter(|(_, e)| **e >= x)
-            .map(|(_, e)| *e)
-    }
-
-    fn insert(&mut self, x: u128) {
-        let left = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e));
-        let mut start = x;
-        if let Some((s, e)) = left {
-            if e >= x {
-                return;
-            }
-            if e + 1 == x {
-                start = s;
-            }
-        }
-        let end = x
-            .checked_add(1)
-            .and_then(|n| self.0.remove(&n))
-            .unwrap_or(x);
-        self.0.insert(start, end);
-    }
-
-    fn remove(&mut self, x: u128) {
-        let Some((s, e)) = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e)) else {
-            return;
-        };
-        if e < x {
-            return;
-        }
-        self.0.remove(&s);
-        if s < x {
-            self.0.insert(s, x - 1);
-        }
-        if x < e {
-            self.0.insert(x + 1, e);
-        }
-    }
-
-    /// The lowest address in `lo..=hi` neither held nor (with `avoid`) a `.0`/`.255`.
-    fn first_free(&self, family: Family, lo: u128, hi: u128, avoid: bool) -> Option<u128> {
-        let mut x = lo;
-        while x <= hi {
-            if let Some(end) = self.run_end(x) {
-                x = end.checked_add(1)?;
-            } else if avoid && is_buggy_ip(from_u128(family, x)) {
-                x = x.checked_add(1)?;
-            } else {
-                return Some(x);
-            }
-        }
-        None
-    }
-}
-
-/// Per-pool bookkeeping that changes as addresses are held and freed.
+/// A pool as the hot path sees it, with the bookkeeping that changes as addresses come and go.
 #[derive(Debug, Clone)]
-struct PoolRuntime {
-    /// Addresses the pool hands out, per family (index: [`fam_idx`]).
+struct PoolRt {
+    pool: Pool,
+    /// Range bounds per family (index: [`fam_idx`]).
+    bounds: [Vec<(u128, u128)>; 2],
+    /// Addresses the pool hands out, per family.
     size: [u128; 2],
     /// Of those, how many are held by anyone (through any pool).
     taken: [u128; 2],
@@ -85,20 +30,125 @@ struct PoolRuntime {
     assigned: [u128; 2],
 }
 
+impl PoolRt {
+    fn new(pool: Pool) -> PoolRt {
+        let bounds = [Family::V4, Family::V6].map(|f| {
+            pool.ranges
+                .iter()
+                .filter(|r| r.family() == f)
+                .map(|r| r.bounds())
+                .collect()
+        });
+        PoolRt {
+            size: pool_size(&pool),
+            pool,
+            bounds,
+            taken: [0; 2],
+            assigned: [0; 2],
+        }
+    }
+
+    fn has_family(&self, family: Family) -> bool {
+        !self.bounds[fam_idx(family)].is_empty()
+    }
+}
+
 /// Who holds one address.
 #[derive(Debug, Clone)]
 struct IpRecord {
     /// The pool the first holder got it from (for `assigned` counts).
-    pool: String,
-    /// Sorted, usually one.
-    holders: Vec<ServiceKey>,
+    pool: PoolId,
+    holders: Holders,
 }
 
-/// What one Service holds and the request it last made (for sharing and pool re-checks).
+/// The parts of a Service's last request that later rules read (sharing, pool re-checks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Terms {
+    namespace_labels: BTreeMap<String, String>,
+    service_labels: BTreeMap<String, String>,
+    requested_pool: Option<String>,
+    sharing_key: Option<String>,
+    ports: Vec<(Protocol, u16)>,
+    local_traffic_selector: Option<BTreeMap<String, String>>,
+}
+
+impl Terms {
+    fn of(req: &ServiceRequest) -> Terms {
+        Terms {
+            namespace_labels: req.namespace_labels.clone(),
+            service_labels: req.service_labels.clone(),
+            requested_pool: req.requested_pool.clone(),
+            sharing_key: req.sharing_key.clone(),
+            ports: req.ports.clone(),
+            local_traffic_selector: req.local_traffic_selector.clone(),
+        }
+    }
+
+    fn same_as(&self, req: &ServiceRequest) -> bool {
+        self.namespace_labels == req.namespace_labels
+            && self.service_labels == req.service_labels
+            && self.requested_pool == req.requested_pool
+            && self.sharing_key == req.sharing_key
+            && self.ports == req.ports
+            && self.local_traffic_selector == req.local_traffic_selector
+    }
+}
+
+/// What one Service holds and the terms it last asked under.
 #[derive(Debug, Clone)]
 struct ServiceRecord {
-    req: ServiceRequest,
+    key: ServiceKey,
+    terms: Terms,
+    /// At most one per family, in the Service's family order.
     ips: Vec<(IpAddr, String)>,
+}
+
+/// A Service as the rules see it: borrowed from a request or from a stored record.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    key: &'a ServiceKey,
+    /// Its slab id, if it holds (or held until this call) a record.
+    id: Option<SvcId>,
+    namespace_labels: &'a BTreeMap<String, String>,
+    service_labels: &'a BTreeMap<String, String>,
+    requested_pool: Option<&'a str>,
+    sharing_key: Option<&'a str>,
+    ports: &'a [(Protocol, u16)],
+    local: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> Who<'a> {
+    fn of_req(req: &'a ServiceRequest, id: Option<SvcId>) -> Who<'a> {
+        Who {
+            key: &req.key,
+            id,
+            namespace_labels: &req.namespace_labels,
+            service_labels: &req.service_labels,
+            requested_pool: req.requested_pool.as_deref(),
+            sharing_key: req.sharing_key.as_deref(),
+            ports: &req.ports,
+            local: req.local_traffic_selector.as_ref(),
+        }
+    }
+
+    fn of_rec(rec: &'a ServiceRecord, id: SvcId) -> Who<'a> {
+        let t = &rec.terms;
+        Who {
+            key: &rec.key,
+            id: Some(id),
+            namespace_labels: &t.namespace_labels,
+            service_labels: &t.service_labels,
+            requested_pool: t.requested_pool.as_deref(),
+            sharing_key: t.sharing_key.as_deref(),
+            ports: &t.ports,
+            local: t.local_traffic_selector.as_ref(),
+        }
+    }
+
+    fn served_by(&self, pool: &Pool) -> bool {
+        pool.serves_namespace(&self.key.namespace, self.namespace_labels)
+            && pool.serves_service(self.service_labels)
+    }
 }
 
 /// Why a Service may not take an address that others hold.
@@ -110,11 +160,16 @@ enum Clash {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pools: BTreeMap<String, Pool>,
-    runtime: BTreeMap<String, PoolRuntime>,
+    /// The pools by [`PoolId`], best-ranked first.
+    ranked: Vec<PoolRt>,
+    pool_ids: HashMap<String, PoolId>,
     ips: HashMap<IpAddr, IpRecord>,
     /// The keys of `ips`, per family, as runs.
     runs: [Runs; 2],
-    services: HashMap<ServiceKey, ServiceRecord>,
+    svc_ids: HashMap<ServiceKey, SvcId>,
+    /// Service records by [`SvcId`]; `None` slots are free and listed in `vacant`.
+    svcs: Vec<Option<ServiceRecord>>,
+    vacant: Vec<SvcId>,
     /// Sharing key -> addresses whose holders use that key.
     shared: HashMap<String, BTreeSet<IpAddr>>,
 }
@@ -124,6 +179,10 @@ fn fam_idx(f: Family) -> usize {
         Family::V4 => 0,
         Family::V6 => 1,
     }
+}
+
+fn idx(id: u32) -> usize {
+    id as usize
 }
 
 /// Addresses the pool hands out per family: the union of its ranges, minus `.0`/`.255` if avoided.
@@ -157,17 +216,17 @@ fn pool_size(pool: &Pool) -> [u128; 2] {
     out
 }
 
-fn ports_clash(a: &ServiceRequest, b: &ServiceRequest) -> Option<String> {
-    a.ports
-        .iter()
-        .find(|p| b.ports.contains(p))
-        .map(|(proto, port)| {
-            format!("both use port {port}/{proto}; shared IPs need distinct ports")
-        })
+fn ports_clash(a: &[(Protocol, u16)], b: &[(Protocol, u16)]) -> Option<String> {
+    a.iter().find(|p| b.contains(p)).map(|(proto, port)| {
+        format!("both use port {port}/{proto}; shared IPs need distinct ports")
+    })
 }
 
-fn local_clash(a: &ServiceRequest, b: &ServiceRequest) -> Option<String> {
-    match (&a.local_traffic_selector, &b.local_traffic_selector) {
+fn local_clash(
+    a: Option<&BTreeMap<String, String>>,
+    b: Option<&BTreeMap<String, String>>,
+) -> Option<String> {
+    match (a, b) {
         (None, None) => None,
         (Some(x), Some(y)) if x == y => None,
         (Some(_), Some(_)) => Some(
@@ -197,20 +256,18 @@ fn wanted_families(req: &ServiceRequest) -> Result<Vec<Family>, AllocError> {
             )));
         }
     }
-    let mut fams: Vec<Family> = Vec::new();
-    let declared: Vec<Family> = if req.families.ip_families.is_empty() {
-        if req.requested_ips.is_empty() {
-            vec![Family::V4]
-        } else {
-            req.requested_ips.iter().map(|ip| Family::of(*ip)).collect()
-        }
-    } else {
-        req.families.ip_families.clone()
-    };
-    for f in declared {
+    let mut fams: Vec<Family> = Vec::with_capacity(2);
+    let mut add = |f: Family| {
         if !fams.contains(&f) {
             fams.push(f);
         }
+    };
+    if !req.families.ip_families.is_empty() {
+        req.families.ip_families.iter().for_each(|f| add(*f));
+    } else if req.requested_ips.is_empty() {
+        add(Family::V4);
+    } else {
+        req.requested_ips.iter().for_each(|ip| add(Family::of(*ip)));
     }
     match req.families.policy {
         FamilyPolicy::SingleStack => fams.truncate(1),
@@ -247,23 +304,51 @@ fn wanted_families(req: &ServiceRequest) -> Result<Vec<Family>, AllocError> {
     Ok(fams)
 }
 
+/// The sharing key of `ip`'s holders (they all have the same one).
+fn ip_key<'a>(
+    ips: &HashMap<IpAddr, IpRecord>,
+    svcs: &'a [Option<ServiceRecord>],
+    ip: IpAddr,
+) -> Option<&'a str> {
+    let h = ips.get(&ip)?.holders.first();
+    svcs[idx(h)].as_ref()?.terms.sharing_key.as_deref()
+}
+
 impl State {
     pub fn pools(&self) -> &BTreeMap<String, Pool> {
         &self.pools
     }
 
+    fn rec(&self, id: SvcId) -> &ServiceRecord {
+        self.svcs[idx(id)]
+            .as_ref()
+            .expect("ids in the tables name live records")
+    }
+
+    fn rec_mut(&mut self, id: SvcId) -> &mut ServiceRecord {
+        self.svcs[idx(id)]
+            .as_mut()
+            .expect("ids in the tables name live records")
+    }
+
+    fn pool(&self, id: PoolId) -> &PoolRt {
+        &self.ranked[idx(id)]
+    }
+
     pub fn held(&self, key: &ServiceKey) -> &[(IpAddr, String)] {
-        self.services.get(key).map_or(&[], |r| r.ips.as_slice())
+        self.svc_ids
+            .get(key)
+            .map_or(&[], |id| self.rec(*id).ips.as_slice())
     }
 
     pub fn holders(&self, ip: IpAddr) -> Vec<ServiceKey> {
-        self.ips
-            .get(&ip)
-            .map_or_else(Vec::new, |r| r.holders.clone())
+        self.ips.get(&ip).map_or_else(Vec::new, |r| {
+            r.holders.iter().map(|h| self.rec(h).key.clone()).collect()
+        })
     }
 
     pub fn pool_counts(&self, name: &str) -> PoolCounts {
-        let Some(rt) = self.runtime.get(name) else {
+        let Some(rt) = self.pool_ids.get(name).map(|id| self.pool(*id)) else {
             return PoolCounts::default();
         };
         PoolCounts {
@@ -275,48 +360,62 @@ impl State {
     }
 
     pub fn footprint(&self) -> usize {
-        let runs: usize = self.runs.iter().map(|r| r.0.len()).sum();
+        let runs: usize = self.runs.iter().map(Runs::len).sum();
         let holders: usize = self.ips.values().map(|r| r.holders.len()).sum();
-        let service_ips: usize = self.services.values().map(|r| r.ips.len()).sum();
+        let records = self.svcs.len();
+        let service_ips: usize = self.svcs.iter().flatten().map(|r| r.ips.len()).sum();
         let shared: usize = self.shared.values().map(BTreeSet::len).sum();
-        self.ips.len() + holders + self.services.len() + service_ips + shared + runs
+        self.ips.len() + holders + records + service_ips + shared + runs
     }
 
     // ---- pools -------------------------------------------------------------------------------
 
     pub fn set_pools(&mut self, pools: Vec<Pool>) -> PoolsReport {
         self.pools = pools.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let mut ranked: Vec<&Pool> = self.pools.values().collect();
+        ranked.sort_by(|a, b| a.rank_cmp(b));
+        self.ranked = ranked.into_iter().cloned().map(PoolRt::new).collect();
+        self.pool_ids = (0..)
+            .zip(&self.ranked)
+            .map(|(id, rt)| (rt.pool.name.clone(), id))
+            .collect();
         let mut report = PoolsReport {
             overlaps: self.overlaps(),
             ..PoolsReport::default()
         };
 
-        let mut keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let rec = &self.services[&key];
+        for id in self.ids_by_key() {
+            let rec = self.rec(id);
+            let who = Who::of_rec(rec, id);
             let mut repooled = false;
             let mut new_ips = Vec::with_capacity(rec.ips.len());
             for (ip, old_pool) in &rec.ips {
-                let Some(pool) = self.pool_for(&rec.req, *ip, Some(old_pool)) else {
+                let prefer = self.pool_ids.get(old_pool).copied();
+                let Some(pool) = self.pool_for(who, *ip, prefer) else {
                     new_ips.clear();
                     break;
                 };
-                repooled |= pool != *old_pool;
-                new_ips.push((*ip, pool));
+                let name = &self.pool(pool).pool.name;
+                repooled |= name != old_pool;
+                new_ips.push((*ip, name.clone()));
             }
             if new_ips.len() < rec.ips.len() {
-                report.invalidated.push(key.clone());
-                self.services.remove(&key);
+                report.invalidated.push(rec.key.clone());
+                self.drop_record(id);
             } else if repooled {
-                report.repooled.push(key.clone());
-                if let Some(r) = self.services.get_mut(&key) {
-                    r.ips = new_ips;
-                }
+                report.repooled.push(rec.key.clone());
+                self.rec_mut(id).ips = new_ips;
             }
         }
         self.rebuild_tables();
         report
+    }
+
+    /// Live Service ids, sorted by key (for deterministic rebuilds and reports).
+    fn ids_by_key(&self) -> Vec<SvcId> {
+        let mut ids: Vec<SvcId> = self.svc_ids.values().copied().collect();
+        ids.sort_by(|a, b| self.rec(*a).key.cmp(&self.rec(*b).key));
+        ids
     }
 
     fn overlaps(&self) -> Vec<Overlap> {
@@ -348,41 +447,38 @@ impl State {
         self.ips.clear();
         self.shared.clear();
         self.runs = Default::default();
-        self.runtime = self
-            .pools
-            .values()
-            .map(|p| {
-                let rt = PoolRuntime {
-                    size: pool_size(p),
-                    taken: [0; 2],
-                    assigned: [0; 2],
-                };
-                (p.name.clone(), rt)
-            })
-            .collect();
-        let mut keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let ips = self.services[&key].ips.clone();
-            for (ip, pool) in ips {
-                self.hold(ip, &pool, &key);
+        for rt in &mut self.ranked {
+            rt.taken = [0; 2];
+            rt.assigned = [0; 2];
+        }
+        for id in self.ids_by_key() {
+            let held: Vec<(IpAddr, PoolId)> = self
+                .rec(id)
+                .ips
+                .iter()
+                .map(|(ip, p)| (*ip, self.pool_ids[p]))
+                .collect();
+            for (ip, pool) in &held {
+                self.hold(*ip, *pool, id);
             }
-            self.reindex(&key);
+            for (ip, _) in held {
+                self.index(ip);
+            }
         }
     }
 
     // ---- rules -------------------------------------------------------------------------------
 
     /// Why the Service may not use `pool`, or `None` if it may.
-    fn refusal(req: &ServiceRequest, pool: &Pool) -> Option<String> {
-        let ns = &req.key.namespace;
-        if !pool.serves_namespace(ns, &req.namespace_labels) {
+    fn refusal(who: Who<'_>, pool: &Pool) -> Option<String> {
+        let ns = &who.key.namespace;
+        if !pool.serves_namespace(ns, who.namespace_labels) {
             return Some(format!(
                 "pool {} does not serve namespace {ns} (serviceAllocation namespaces/namespaceSelectors)",
                 pool.name
             ));
         }
-        if !pool.serves_service(&req.service_labels) {
+        if !pool.serves_service(who.service_labels) {
             return Some(format!(
                 "pool {} does not serve this Service's labels (serviceAllocation serviceSelectors)",
                 pool.name
@@ -392,140 +488,139 @@ impl State {
     }
 
     /// The pool the Service may hold `ip` from: `prefer` if allowed, else the best-ranked one.
-    fn pool_for(&self, req: &ServiceRequest, ip: IpAddr, prefer: Option<&str>) -> Option<String> {
-        let allowed = |p: &&Pool| {
-            p.contains(ip)
-                && Self::refusal(req, p).is_none()
-                && req.requested_pool.as_ref().is_none_or(|n| *n == p.name)
+    fn pool_for(&self, who: Who<'_>, ip: IpAddr, prefer: Option<PoolId>) -> Option<PoolId> {
+        let allowed = |id: &PoolId| {
+            let p = &self.pool(*id).pool;
+            p.contains(ip) && who.served_by(p) && who.requested_pool.is_none_or(|n| n == p.name)
         };
-        if let Some(p) = prefer.and_then(|n| self.pools.get(n)).filter(allowed) {
-            return Some(p.name.clone());
-        }
-        let mut c: Vec<&Pool> = self.pools.values().filter(allowed).collect();
-        c.sort_by(|a, b| a.rank_cmp(b));
-        c.first().map(|p| p.name.clone())
+        prefer
+            .filter(allowed)
+            .or_else(|| (0..).take(self.ranked.len()).find(allowed))
     }
 
-    /// Whether `req` may hold `ip` alongside its current holders (itself excluded).
-    fn clash(&self, req: &ServiceRequest, ip: IpAddr) -> Option<Clash> {
+    /// Whether the Service may hold `ip` alongside its current holders (itself excluded).
+    fn clash(&self, who: Who<'_>, ip: IpAddr) -> Option<Clash> {
         let rec = self.ips.get(&ip)?;
-        for h in rec.holders.iter().filter(|h| **h != req.key) {
-            let Some(other) = self.services.get(h).map(|r| &r.req) else {
-                continue;
-            };
-            if req.sharing_key.is_none() || req.sharing_key != other.sharing_key {
-                return Some(Clash::InUse(h.clone()));
+        for h in rec.holders.iter().filter(|h| Some(*h) != who.id) {
+            let other = self.rec(h);
+            let t = &other.terms;
+            if who.sharing_key.is_none() || who.sharing_key != t.sharing_key.as_deref() {
+                return Some(Clash::InUse(other.key.clone()));
             }
-            if let Some(why) = ports_clash(req, other).or_else(|| local_clash(req, other)) {
-                return Some(Clash::Sharing(h.clone(), why));
+            let why = ports_clash(who.ports, &t.ports)
+                .or_else(|| local_clash(who.local, t.local_traffic_selector.as_ref()));
+            if let Some(why) = why {
+                return Some(Clash::Sharing(other.key.clone(), why));
             }
         }
         None
     }
 
     /// The pools to pick from, best first, or why there are none.
-    fn candidate_pools(&self, req: &ServiceRequest) -> Result<Vec<String>, AllocError> {
+    fn candidate_pools(&self, who: Who<'_>) -> Result<Vec<PoolId>, AllocError> {
         let none = |why: String| AllocError::NoMatchingPool { why };
-        if let Some(name) = &req.requested_pool {
-            let Some(pool) = self.pools.get(name) else {
+        if let Some(name) = who.requested_pool {
+            let Some(&id) = self.pool_ids.get(name) else {
                 return Err(none(format!(
                     "no pool named {name:?} (from ferrolb.io/address-pool); check the name with kubectl get ipaddresspools"
                 )));
             };
-            return match Self::refusal(req, pool) {
+            return match Self::refusal(who, &self.pool(id).pool) {
                 Some(why) => Err(none(why)),
-                None => Ok(vec![name.clone()]),
+                None => Ok(vec![id]),
             };
         }
-        if self.pools.is_empty() {
+        if self.ranked.is_empty() {
             return Err(none("there is no IPAddressPool; create one".to_owned()));
         }
-        let mut c: Vec<&Pool> = self
-            .pools
-            .values()
-            .filter(|p| p.auto_assign == AutoAssign::Yes && Self::refusal(req, p).is_none())
+        let c: Vec<PoolId> = (0..)
+            .zip(&self.ranked)
+            .filter(|(_, rt)| rt.pool.auto_assign == AutoAssign::Yes && who.served_by(&rt.pool))
+            .map(|(id, _)| id)
             .collect();
         if c.is_empty() {
             return Err(none(format!(
                 "no pool with autoAssign serves namespace {} and this Service's labels; \
                  name a pool with ferrolb.io/address-pool or adjust the pools' serviceAllocation",
-                req.key.namespace
+                who.key.namespace
             )));
         }
-        c.sort_by(|a, b| a.rank_cmp(b));
-        Ok(c.into_iter().map(|p| p.name.clone()).collect())
+        Ok(c)
     }
 
     /// The lowest address of `pool` and `family` nobody holds.
-    fn first_free(&self, pool: &Pool, family: Family) -> Option<IpAddr> {
-        let avoid = pool.avoid_buggy_ips == BuggyIps::Avoid;
+    fn first_free(&self, pool: &PoolRt, family: Family) -> Option<IpAddr> {
+        let avoid = pool.pool.avoid_buggy_ips == BuggyIps::Avoid;
         let runs = &self.runs[fam_idx(family)];
-        pool.ranges
+        pool.bounds[fam_idx(family)]
             .iter()
-            .filter(|r| r.family() == family)
-            .filter_map(|r| {
-                let (lo, hi) = r.bounds();
-                runs.first_free(family, lo, hi, avoid)
-            })
+            .filter_map(|&(lo, hi)| runs.first_free(family, lo, hi, avoid))
             .min()
             .map(|n| from_u128(family, n))
     }
 
     /// An address of `family` already shared under the Service's key that it may join.
-    fn joinable(&self, req: &ServiceRequest, pool: &Pool, family: Family) -> Option<IpAddr> {
-        let key = req.sharing_key.as_ref()?;
+    fn joinable(&self, who: Who<'_>, pool: &Pool, family: Family) -> Option<IpAddr> {
+        let key = who.sharing_key?;
         self.shared.get(key)?.iter().copied().find(|ip| {
-            Family::of(*ip) == family && pool.contains(*ip) && self.clash(req, *ip).is_none()
+            Family::of(*ip) == family && pool.contains(*ip) && self.clash(who, *ip).is_none()
         })
     }
 
     /// The Service's address for `family`, picked from the candidate pools.
     fn pick(
         &self,
-        req: &ServiceRequest,
+        who: Who<'_>,
         family: Family,
-        pools: &[String],
-        prefer: Option<&str>,
-    ) -> Result<(IpAddr, String), AllocError> {
-        let mut order: Vec<&String> = pools
-            .iter()
-            .filter(|n| self.pools.get(*n).is_some_and(|p| p.has_family(family)))
-            .collect();
-        if order.is_empty() {
-            let names: Vec<&str> = pools.iter().map(String::as_str).collect();
+        pools: &[PoolId],
+        prefer: Option<PoolId>,
+    ) -> Result<(IpAddr, PoolId), AllocError> {
+        let has = |id: &PoolId| self.pool(*id).has_family(family);
+        let names = |ids: &mut dyn Iterator<Item = PoolId>| {
+            ids.map(|id| self.pool(id).pool.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !pools.iter().any(has) {
             return Err(AllocError::NoMatchingPool {
                 why: format!(
                     "none of the pools this Service may use ({}) has {family} addresses",
-                    names.join(", ")
+                    names(&mut pools.iter().copied())
                 ),
             });
         }
-        if let Some(i) = prefer.and_then(|p| order.iter().position(|n| *n == p)) {
-            let p = order.remove(i);
-            order.insert(0, p);
-        }
-        for name in &order {
-            let pool = &self.pools[*name];
-            if let Some(ip) = self.joinable(req, pool, family) {
-                return Ok((ip, (*name).clone()));
+        let prefer = prefer.filter(|p| pools.contains(p) && has(p));
+        let order = || {
+            prefer.into_iter().chain(
+                pools
+                    .iter()
+                    .copied()
+                    .filter(|id| has(id) && Some(*id) != prefer),
+            )
+        };
+        for id in order() {
+            let rt = self.pool(id);
+            if let Some(ip) = self.joinable(who, &rt.pool, family) {
+                return Ok((ip, id));
             }
-            if let Some(ip) = self.first_free(pool, family) {
-                return Ok((ip, (*name).clone()));
+            if let Some(ip) = self.first_free(rt, family) {
+                return Ok((ip, id));
             }
         }
-        let names: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
         Err(AllocError::PoolExhausted {
-            pool: names.join(", "),
+            pool: names(&mut order()),
             family,
         })
     }
 
     /// The current address of `family` the Service may keep, if any.
-    fn keepable(&self, req: &ServiceRequest, family: Family) -> Option<(IpAddr, String)> {
-        let held = self
-            .services
-            .get(&req.key)
-            .map_or(&[][..], |r| r.ips.as_slice());
+    fn keepable(
+        &self,
+        who: Who<'_>,
+        req: &ServiceRequest,
+        family: Family,
+    ) -> Option<(IpAddr, PoolId)> {
+        let held = who.id.map_or(&[][..], |id| self.rec(id).ips.as_slice());
         let mine = held.iter().map(|(ip, p)| (*ip, Some(p.as_str())));
         let current = req.current_ips.iter().map(|ip| {
             (
@@ -540,41 +635,48 @@ impl State {
                 if !req.requested_ips.is_empty() && !req.requested_ips.contains(&ip) {
                     return None;
                 }
-                let prefer = prefer.or_else(|| self.ips.get(&ip).map(|r| r.pool.as_str()));
-                let pool = self.pool_for(req, ip, prefer)?;
-                self.clash(req, ip).is_none().then_some((ip, pool))
+                let prefer = match prefer {
+                    Some(name) => self.pool_ids.get(name).copied(),
+                    None => self.ips.get(&ip).map(|r| r.pool),
+                };
+                let pool = self.pool_for(who, ip, prefer)?;
+                self.clash(who, ip).is_none().then_some((ip, pool))
             })
     }
 
     /// The requested address of `family`, or why it cannot be had.
-    fn requested(&self, req: &ServiceRequest, ip: IpAddr) -> Result<(IpAddr, String), AllocError> {
-        let prefer = self.ips.get(&ip).map(|r| r.pool.as_str());
+    fn requested(&self, who: Who<'_>, ip: IpAddr) -> Result<(IpAddr, PoolId), AllocError> {
+        let prefer = self.ips.get(&ip).map(|r| r.pool);
         let pool = self
-            .pool_for(req, ip, prefer)
+            .pool_for(who, ip, prefer)
             .ok_or(AllocError::RequestedIPNotInPool { ip })?;
-        match self.clash(req, ip) {
+        match self.clash(who, ip) {
             None => Ok((ip, pool)),
             Some(Clash::InUse(by)) => Err(AllocError::RequestedIPInUse { ip, by }),
             Some(Clash::Sharing(with, why)) => Err(AllocError::SharingConflict { ip, with, why }),
         }
     }
 
-    fn plan(&self, req: &ServiceRequest) -> Result<Vec<(IpAddr, String)>, AllocError> {
+    fn plan(
+        &self,
+        req: &ServiceRequest,
+        who: Who<'_>,
+    ) -> Result<Vec<(IpAddr, PoolId)>, AllocError> {
         let fams = wanted_families(req)?;
-        let mut plan: Vec<(IpAddr, String)> = Vec::new();
-        let mut candidates: Option<Result<Vec<String>, AllocError>> = None;
+        let mut plan: Vec<(IpAddr, PoolId)> = Vec::with_capacity(fams.len());
+        let mut candidates: Option<Result<Vec<PoolId>, AllocError>> = None;
         let mut first_err: Option<AllocError> = None;
         for fam in fams {
-            let got = if let Some(kept) = self.keepable(req, fam) {
+            let got = if let Some(kept) = self.keepable(who, req, fam) {
                 Ok(kept)
             } else if let Some(ip) = req.requested_ips.iter().find(|ip| Family::of(**ip) == fam) {
-                self.requested(req, *ip)
+                self.requested(who, *ip)
             } else {
-                let pools = candidates
-                    .get_or_insert_with(|| self.candidate_pools(req))
-                    .clone();
-                let prefer = plan.first().map(|(_, p)| p.clone());
-                pools.and_then(|pools| self.pick(req, fam, &pools, prefer.as_deref()))
+                let prefer = plan.first().map(|(_, p)| *p);
+                match candidates.get_or_insert_with(|| self.candidate_pools(who)) {
+                    Ok(pools) => self.pick(who, fam, pools, prefer),
+                    Err(e) => Err(e.clone()),
+                }
             };
             match got {
                 Ok(x) => plan.push(x),
@@ -593,30 +695,33 @@ impl State {
     // ---- changes -----------------------------------------------------------------------------
 
     pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
-        let kept: Vec<(IpAddr, String)> = match wanted_families(req) {
+        let me = self.svc_ids.get(&req.key).copied();
+        let who = Who::of_req(req, me);
+        let kept: Vec<(IpAddr, PoolId)> = match wanted_families(req) {
             Ok(fams) => fams
                 .into_iter()
-                .filter_map(|f| self.keepable(req, f))
+                .filter_map(|f| self.keepable(who, req, f))
                 .collect(),
             Err(_) => Vec::new(),
         };
         if kept.is_empty() {
             self.release(&req.key);
+            Vec::new()
         } else {
-            self.commit(req, kept.clone());
+            self.commit(req, me, &kept).to_vec()
         }
-        kept
     }
 
     pub fn assign(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
-        match self.plan(req) {
+        let me = self.svc_ids.get(&req.key).copied();
+        match self.plan(req, Who::of_req(req, me)) {
             Ok(plan) => {
-                self.commit(req, plan.clone());
-                let changed = plan
+                let ips = self.commit(req, me, &plan).to_vec();
+                let changed = ips
                     .iter()
                     .map(|(ip, _)| *ip)
                     .ne(req.current_ips.iter().copied());
-                Ok(Assignment { ips: plan, changed })
+                Ok(Assignment { ips, changed })
             }
             Err(e) => {
                 self.release(&req.key);
@@ -625,94 +730,137 @@ impl State {
         }
     }
 
-    fn commit(&mut self, req: &ServiceRequest, plan: Vec<(IpAddr, String)>) {
-        let key = req.key.clone();
-        let old = self
-            .services
-            .get(&key)
-            .map(|r| r.ips.clone())
-            .unwrap_or_default();
-        let touched: BTreeSet<IpAddr> = old.iter().chain(&plan).map(|(ip, _)| *ip).collect();
-        for ip in &touched {
-            self.deindex(*ip);
+    /// Makes the Service hold exactly `plan`; returns what it now holds.
+    fn commit(
+        &mut self,
+        req: &ServiceRequest,
+        me: Option<SvcId>,
+        plan: &[(IpAddr, PoolId)],
+    ) -> &[(IpAddr, String)] {
+        let id = me.unwrap_or_else(|| self.new_record(req));
+        let old = std::mem::take(&mut self.rec_mut(id).ips);
+        // Both are idempotent, so an address in `old` and `plan` may be visited twice.
+        let touched = || {
+            old.iter()
+                .map(|(ip, _)| *ip)
+                .chain(plan.iter().map(|p| p.0))
+        };
+        for ip in touched() {
+            self.deindex(ip);
         }
         for (ip, _) in old
             .iter()
-            .filter(|(ip, _)| !plan.iter().any(|(p, _)| p == ip))
+            .filter(|(ip, _)| !plan.iter().any(|p| p.0 == *ip))
         {
-            self.unhold(*ip, &key);
+            self.unhold(*ip, id);
         }
         for (ip, pool) in plan
             .iter()
-            .filter(|(ip, _)| !old.iter().any(|(o, _)| o == ip))
+            .filter(|(ip, _)| !old.iter().any(|o| o.0 == *ip))
         {
-            self.hold(*ip, pool, &key);
+            self.hold(*ip, *pool, id);
         }
-        let mut stored = req.clone();
-        stored.current_ips.clear();
-        self.services.insert(
-            key,
-            ServiceRecord {
-                req: stored,
-                ips: plan,
-            },
-        );
-        for ip in touched {
+        let ips = plan
+            .iter()
+            .map(|(ip, pool)| (*ip, self.pool(*pool).pool.name.clone()))
+            .collect();
+        let rec = self.rec_mut(id);
+        if !rec.terms.same_as(req) {
+            rec.terms = Terms::of(req);
+        }
+        rec.ips = ips;
+        for ip in touched() {
             self.index(ip);
+        }
+        &self.rec(id).ips
+    }
+
+    /// Interns a Service that holds nothing yet.
+    fn new_record(&mut self, req: &ServiceRequest) -> SvcId {
+        let rec = ServiceRecord {
+            key: req.key.clone(),
+            terms: Terms::of(req),
+            ips: Vec::new(),
+        };
+        let id = match self.vacant.pop() {
+            Some(id) => {
+                self.svcs[idx(id)] = Some(rec);
+                id
+            }
+            None => {
+                let id = SvcId::try_from(self.svcs.len()).expect("fewer than 2^32 Services");
+                self.svcs.push(Some(rec));
+                id
+            }
+        };
+        self.svc_ids.insert(req.key.clone(), id);
+        id
+    }
+
+    /// Forgets a record whose addresses are already out of the tables (or about to be rebuilt).
+    fn drop_record(&mut self, id: SvcId) {
+        if let Some(rec) = self.svcs[idx(id)].take() {
+            self.svc_ids.remove(&rec.key);
+            self.vacant.push(id);
         }
     }
 
     pub fn release(&mut self, key: &ServiceKey) {
-        let Some(rec) = self.services.get(key) else {
+        let Some(&id) = self.svc_ids.get(key) else {
             return;
         };
-        let ips: Vec<IpAddr> = rec.ips.iter().map(|(ip, _)| *ip).collect();
-        for ip in &ips {
+        let ips = std::mem::take(&mut self.rec_mut(id).ips);
+        for (ip, _) in &ips {
             self.deindex(*ip);
         }
-        for ip in &ips {
-            self.unhold(*ip, key);
+        for (ip, _) in &ips {
+            self.unhold(*ip, id);
         }
-        self.services.remove(key);
-        for ip in ips {
+        self.drop_record(id);
+        for (ip, _) in ips {
             self.index(ip);
         }
     }
 
-    fn hold(&mut self, ip: IpAddr, pool: &str, key: &ServiceKey) {
-        if let Some(rec) = self.ips.get_mut(&ip) {
-            if let Err(i) = rec.holders.binary_search(key) {
-                rec.holders.insert(i, key.clone());
+    fn hold(&mut self, ip: IpAddr, pool: PoolId, id: SvcId) {
+        use std::collections::hash_map::Entry;
+        match self.ips.entry(ip) {
+            Entry::Occupied(mut e) => {
+                let key = &self.svcs[idx(id)].as_ref().expect("live record").key;
+                let at = e
+                    .get()
+                    .holders
+                    .iter()
+                    .filter(|h| self.svcs[idx(*h)].as_ref().is_some_and(|r| r.key < *key))
+                    .count();
+                e.get_mut().holders.insert(id, at);
             }
-            return;
+            Entry::Vacant(e) => {
+                e.insert(IpRecord {
+                    pool,
+                    holders: Holders::one(id),
+                });
+                self.runs[fam_idx(Family::of(ip))].insert(to_u128(ip));
+                self.count(ip, pool, 1);
+            }
         }
-        self.ips.insert(
-            ip,
-            IpRecord {
-                pool: pool.to_owned(),
-                holders: vec![key.clone()],
-            },
-        );
-        self.runs[fam_idx(Family::of(ip))].insert(to_u128(ip));
-        self.count(ip, pool, 1);
     }
 
-    fn unhold(&mut self, ip: IpAddr, key: &ServiceKey) {
+    fn unhold(&mut self, ip: IpAddr, id: SvcId) {
         let Some(rec) = self.ips.get_mut(&ip) else {
             return;
         };
-        rec.holders.retain(|h| h != key);
-        if !rec.holders.is_empty() {
+        if !rec.holders.remove(id) {
             return;
         }
-        let pool = rec.pool.clone();
+        let pool = rec.pool;
         self.ips.remove(&ip);
-        self.count(ip, &pool, -1);
+        self.count(ip, pool, -1);
         self.runs[fam_idx(Family::of(ip))].remove(to_u128(ip));
     }
 
     /// Adds `delta` (+1/-1) to the counters `ip` affects.
-    fn count(&mut self, ip: IpAddr, holder_pool: &str, delta: i8) {
+    fn count(&mut self, ip: IpAddr, holder_pool: PoolId, delta: i8) {
         let f = fam_idx(Family::of(ip));
         let apply = |v: &mut u128| {
             *v = if delta > 0 {
@@ -721,43 +869,38 @@ impl State {
                 v.saturating_sub(1)
             };
         };
-        for (name, rt) in self.runtime.iter_mut() {
-            if self.pools.get(name).is_some_and(|p| p.contains(ip)) {
+        for (id, rt) in (0..).zip(self.ranked.iter_mut()) {
+            if rt.pool.contains(ip) {
                 apply(&mut rt.taken[f]);
             }
-            if name == holder_pool {
+            if id == holder_pool {
                 apply(&mut rt.assigned[f]);
             }
         }
     }
 
-    /// The sharing key of `ip`'s holders (they all have the same one).
-    fn ip_key(&self, ip: IpAddr) -> Option<String> {
-        let h = self.ips.get(&ip)?.holders.first()?;
-        self.services.get(h)?.req.sharing_key.clone()
-    }
-
     fn deindex(&mut self, ip: IpAddr) {
-        if let Some(k) = self.ip_key(ip)
-            && let Some(set) = self.shared.get_mut(&k)
+        if let Some(k) = ip_key(&self.ips, &self.svcs, ip)
+            && let Some(set) = self.shared.get_mut(k)
         {
             set.remove(&ip);
             if set.is_empty() {
-                self.shared.remove(&k);
+                self.shared.remove(k);
             }
         }
     }
 
     fn index(&mut self, ip: IpAddr) {
-        if let Some(k) = self.ip_key(ip) {
-            self.shared.entry(k).or_default().insert(ip);
-        }
-    }
-
-    fn reindex(&mut self, key: &ServiceKey) {
-        let ips: Vec<IpAddr> = self.held(key).iter().map(|(ip, _)| *ip).collect();
-        for ip in ips {
-            self.index(ip);
+        let Some(k) = ip_key(&self.ips, &self.svcs, ip) else {
+            return;
+        };
+        match self.shared.get_mut(k) {
+            Some(set) => {
+                set.insert(ip);
+            }
+            None => {
+                self.shared.insert(k.to_owned(), BTreeSet::from([ip]));
+            }
         }
     }
 }

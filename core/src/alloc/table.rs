@@ -1,0 +1,199 @@
+//! The allocator's low-level tables: held addresses as runs, and who holds one address.
+
+use std::collections::BTreeMap;
+
+use super::range::{Family, from_u128, is_buggy_ip};
+
+/// A Service's index in the allocator's slab of records (keys are interned once, on first
+/// assignment, so the per-address tables never clone or hash a `ServiceKey`).
+pub(super) type SvcId = u32;
+
+/// A pool's index in the allocator's pool table; ids follow the pools' rank (0 is tried first).
+pub(super) type PoolId = u32;
+
+/// Held addresses of one family as maximal runs `start -> end` (inclusive): the first free
+/// address at or after `x` is one lookup away, and the map never holds more entries than
+/// there are held addresses, whatever the pool size.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Runs(BTreeMap<u128, u128>);
+
+impl Runs {
+    /// How many runs (for the footprint).
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The end of the run holding `x`, if `x` is held.
+    fn run_end(&self, x: u128) -> Option<u128> {
+        self.0
+            .range(..=x)
+            .next_back()
+            .filter(|(_, e)| **e >= x)
+            .map(|(_, e)| *e)
+    }
+
+    pub(super) fn insert(&mut self, x: u128) {
+        let left = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e));
+        let mut start = x;
+        if let Some((s, e)) = left {
+            if e >= x {
+                return;
+            }
+            if e + 1 == x {
+                start = s;
+            }
+        }
+        let end = x
+            .checked_add(1)
+            .and_then(|n| self.0.remove(&n))
+            .unwrap_or(x);
+        self.0.insert(start, end);
+    }
+
+    pub(super) fn remove(&mut self, x: u128) {
+        let Some((s, e)) = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e)) else {
+            return;
+        };
+        if e < x {
+            return;
+        }
+        self.0.remove(&s);
+        if s < x {
+            self.0.insert(s, x - 1);
+        }
+        if x < e {
+            self.0.insert(x + 1, e);
+        }
+    }
+
+    /// The lowest address in `lo..=hi` neither held nor (with `avoid`) a `.0`/`.255`.
+    pub(super) fn first_free(
+        &self,
+        family: Family,
+        lo: u128,
+        hi: u128,
+        avoid: bool,
+    ) -> Option<u128> {
+        let mut x = lo;
+        while x <= hi {
+            if let Some(end) = self.run_end(x) {
+                x = end.checked_add(1)?;
+            } else if avoid && is_buggy_ip(from_u128(family, x)) {
+                x = x.checked_add(1)?;
+            } else {
+                return Some(x);
+            }
+        }
+        None
+    }
+}
+
+/// The Services holding one address, sorted by key; the first is inline because an address
+/// almost always has exactly one holder (a `Vec` would cost an allocation per address).
+#[derive(Debug, Clone)]
+pub(super) struct Holders {
+    first: SvcId,
+    rest: Vec<SvcId>,
+}
+
+impl Holders {
+    /// Just `id`.
+    pub(super) fn one(id: SvcId) -> Holders {
+        Holders {
+            first: id,
+            rest: Vec::new(),
+        }
+    }
+
+    /// How many (at least one).
+    pub(super) fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// The holder whose key sorts first.
+    pub(super) fn first(&self) -> SvcId {
+        self.first
+    }
+
+    /// All holders, in key order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = SvcId> + '_ {
+        std::iter::once(self.first).chain(self.rest.iter().copied())
+    }
+
+    /// Adds `id` at position `at` (as counted by [`Holders::iter`]) unless already there.
+    pub(super) fn insert(&mut self, id: SvcId, at: usize) {
+        if self.iter().any(|h| h == id) {
+            return;
+        }
+        if at == 0 {
+            self.rest.insert(0, self.first);
+            self.first = id;
+        } else {
+            self.rest.insert(at - 1, id);
+        }
+    }
+
+    /// Removes `id`; returns true when nobody is left (the caller drops the record).
+    pub(super) fn remove(&mut self, id: SvcId) -> bool {
+        if self.first == id {
+            if self.rest.is_empty() {
+                return true;
+            }
+            self.first = self.rest.remove(0);
+        } else {
+            self.rest.retain(|h| *h != id);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(r: &Runs) -> Vec<(u128, u128)> {
+        r.0.iter().map(|(s, e)| (*s, *e)).collect()
+    }
+
+    #[test]
+    fn runs_merge_and_split() {
+        let mut r = Runs::default();
+        for x in [1, 3, 2, 7] {
+            r.insert(x);
+        }
+        assert_eq!(runs(&r), [(1, 3), (7, 7)]);
+        r.remove(2);
+        assert_eq!(runs(&r), [(1, 1), (3, 3), (7, 7)]);
+        r.remove(9);
+        r.insert(u128::MAX);
+        r.insert(u128::MAX);
+        assert_eq!(runs(&r), [(1, 1), (3, 3), (7, 7), (u128::MAX, u128::MAX)]);
+    }
+
+    #[test]
+    fn first_free_jumps_runs_and_buggy_ips() {
+        let mut r = Runs::default();
+        for x in 0..=254 {
+            r.insert(x);
+        }
+        assert_eq!(r.first_free(Family::V4, 0, 511, false), Some(255));
+        assert_eq!(r.first_free(Family::V4, 0, 511, true), Some(257));
+        assert_eq!(r.first_free(Family::V4, 0, 254, false), None);
+        let mut r = Runs::default();
+        r.insert(u128::MAX);
+        assert_eq!(r.first_free(Family::V6, u128::MAX, u128::MAX, false), None);
+    }
+
+    #[test]
+    fn holders_stay_in_given_order() {
+        let mut h = Holders::one(5);
+        h.insert(3, 0);
+        h.insert(9, 2);
+        h.insert(9, 0);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [3, 5, 9]);
+        assert!(!h.remove(3));
+        assert_eq!((h.first(), h.len()), (5, 2));
+        assert!(!h.remove(9));
+        assert!(h.remove(5));
+    }
+}
