@@ -110,10 +110,19 @@ fn sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
     )
 }
 
+/// Whether `up` builds the workspace's binaries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// Build them (a no-op when they are up to date).
+    Binaries,
+    /// The caller just built them.
+    Skip,
+}
+
 /// Runs one `lab` action.
 pub fn run(root: &Path, action: Action) -> anyhow::Result<()> {
     match action {
-        Action::Up { nodes } => up(root, nodes),
+        Action::Up { nodes } => up(root, nodes, Build::Binaries),
         Action::Down => down(root),
         Action::Status => status(root),
         Action::Deploy => crate::deploy::run(root),
@@ -134,18 +143,20 @@ fn nodes_dir(root: &Path) -> PathBuf {
 }
 
 /// Brings the lab up with `nodes` nodes, from whatever state it is in.
-pub fn up(root: &Path, nodes: u8) -> anyhow::Result<()> {
+pub fn up(root: &Path, nodes: u8, build: Build) -> anyhow::Result<()> {
     require_root("`cargo xtask lab up`")?;
     let started = Instant::now();
     clear(root)?;
-    // The kubelet maps images to these binaries, so they must exist before pods run.
-    run::status(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root)
-            .args(["build", "--quiet", "--bins"])
-            .args(["-p", "ferrolb-kubelet", "-p", "ferrolb-echo"])
-            .args(["-p", "ferrolb-controller", "-p", "ferrolb-speaker"]),
-    )?;
+    // The kubelet maps images to the workspace's binaries, so they must exist
+    // before pods run. The same package set as the test command's build, so
+    // neither rebuilds dependencies with other features than the other.
+    if build == Build::Binaries {
+        run::status(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .current_dir(root)
+                .args(["build", "--quiet", "--workspace", "--bins"]),
+        )?;
+    }
     controlplane::up(root)?;
     let plans: Vec<NodePlan> = (1..=nodes).map(NodePlan::new).collect();
     make_topology(&plans).context("making the lab's topology")?;

@@ -48,7 +48,7 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     // root only the control plane, and the tests that need the lab say so.
     let as_root = run::is_root();
     let cp = if as_root {
-        lab::up(root, 3)?;
+        lab::up(root, 3, lab::Build::Skip)?;
         controlplane::Started::Now
     } else {
         controlplane::up(root)?
