@@ -90,7 +90,6 @@ add map inet ferrolb be4sctp { typeof numgen random mod 1 : ip daddr . sctp dpor
 add map inet ferrolb be6tcp { typeof numgen random mod 1 : ip6 daddr . tcp dport; }
 add map inet ferrolb be6udp { typeof numgen random mod 1 : ip6 daddr . udp dport; }
 add map inet ferrolb be6sctp { typeof numgen random mod 1 : ip6 daddr . sctp dport; }
-add map inet ferrolb ep { typeof numgen random mod 1 : verdict; }
 add chain inet ferrolb filter-prerouting { type filter hook prerouting priority dstnat - 10; policy accept; }
 add chain inet ferrolb nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain inet ferrolb nat-postrouting { type nat hook postrouting priority srcnat; policy accept; }
@@ -108,20 +107,18 @@ add chain inet ferrolb flt-kube-system/dns/udp/53/v4
 add chain inet ferrolb svc-kube-system/dns/udp/53/v4
 add rule inet ferrolb flt-default/empty/tcp/443/v4 meta l4proto tcp reject with tcp reset
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
-add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 2 offset 0 map @be4tcp
+add rule inet ferrolb svc-default/web/tcp/80/v4 numgen random mod 2 0 meta l4proto tcp dnat ip to 198.18.1.2:8080
+add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to 198.18.2.2:8080
 add rule inet ferrolb svc-default/web/tcp/80/v6 meta mark set meta mark | 0x00002000
-add rule inet ferrolb svc-default/web/tcp/80/v6 meta l4proto tcp dnat ip6 to numgen random mod 1 offset 2 map @be6tcp
+add rule inet ferrolb svc-default/web/tcp/80/v6 meta l4proto tcp dnat ip6 to [2001:db8:b1::2]:8080
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 update @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { ip saddr }
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 meta l4proto udp dnat ip to 198.18.1.3:5353
-add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != { 192.0.2.0/28 } reject with icmpx admin-prohibited
+add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != 192.0.2.0/28 reject with icmpx admin-prohibited
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 ip saddr @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
-add rule inet ferrolb svc-kube-system/dns/udp/53/v4 numgen random mod 1 offset 3 vmap @ep
+add rule inet ferrolb svc-kube-system/dns/udp/53/v4 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto svc-default/web/tcp/80/v4, 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
 add element inet ferrolb svc6 { 2001:db8::10 . tcp . 80 : goto svc-default/web/tcp/80/v6 }
 add element inet ferrolb flt4 { 192.0.2.12 . tcp . 443 : goto flt-default/empty/tcp/443/v4, 192.0.2.11 . udp . 53 : goto flt-kube-system/dns/udp/53/v4 }
-add element inet ferrolb be4tcp { 0 : 198.18.1.2 . 8080, 1 : 198.18.2.2 . 8080 }
-add element inet ferrolb be6tcp { 2 : 2001:db8:b1::2 . 8080 }
-add element inet ferrolb ep { 3 : goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 }
 ";
 
 #[test]
@@ -146,10 +143,44 @@ fn endpoint_change_touches_only_that_service() {
     assert_eq!(changes.len(), 1);
     let mut slots = full_transaction(&cfg, &old).1;
     let got = delta_transaction(&cfg, &old, &mut slots, &changes);
-    assert!(
-        !got.contains("kube-system") && !got.contains("empty"),
-        "{got}"
+    assert_eq!(
+        got,
+        "\
+flush chain inet ferrolb svc-default/web/tcp/80/v4
+add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
+add rule inet ferrolb svc-default/web/tcp/80/v4 numgen random mod 2 0 meta l4proto tcp dnat ip to 198.18.1.2:8080
+add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to 198.18.3.2:8080
+"
     );
+}
+
+#[test]
+fn large_services_use_slot_ranges_and_change_only_their_elements() {
+    let cfg = NftConfig {
+        inline_max: 1,
+        ..NftConfig::default()
+    };
+    let old = plan(&[web(), dns(), empty()], "node-a").plan;
+    let (full, mut slots) = full_transaction(&cfg, &old);
+    assert!(full.contains("add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 2 offset 0 map @be4tcp\n"), "{full}");
+    assert!(
+        full.contains(
+            "add element inet ferrolb be4tcp { 0 : 198.18.1.2 . 8080, 1 : 198.18.2.2 . 8080 }\n"
+        ),
+        "{full}"
+    );
+    // One IPv6 backend and the affinity Service stay inline.
+    assert!(
+        !full.contains("element inet ferrolb be6tcp")
+            && !full.contains("element inet ferrolb be4udp"),
+        "{full}"
+    );
+
+    let mut web2 = web();
+    web2.endpoints.retain(|e| e.ip.to_string() != "198.18.2.2");
+    web2.endpoints.push(ep("198.18.3.2", 8080));
+    let new = plan(&[web2, dns(), empty()], "node-a").plan;
+    let got = delta_transaction(&cfg, &old, &mut slots, &diff(&old, &new));
     // Same endpoint count: only the slot that changed is rewritten; no chain is touched.
     assert_eq!(
         got,
@@ -162,15 +193,15 @@ add element inet ferrolb be4tcp { 1 : 198.18.3.2 . 8080 }
     web3.endpoints.push(ep("198.18.3.2", 8080));
     let grown = plan(&[web3, dns(), empty()], "node-a").plan;
     let got = delta_transaction(&cfg, &new, &mut slots, &diff(&new, &grown));
-    // Three endpoints outgrow the range of two: a new range of four, and its one chain.
+    // Three endpoints outgrow the range of two: a new range of four, and the one chain.
     assert_eq!(
         got,
         "\
 delete element inet ferrolb be4tcp { 0, 1 }
 flush chain inet ferrolb svc-default/web/tcp/80/v4
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
-add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 3 offset 4 map @be4tcp
-add element inet ferrolb be4tcp { 4 : 198.18.1.2 . 8080, 5 : 198.18.2.2 . 8080, 6 : 198.18.3.2 . 8080 }
+add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 3 offset 2 map @be4tcp
+add element inet ferrolb be4tcp { 2 : 198.18.1.2 . 8080, 3 : 198.18.2.2 . 8080, 4 : 198.18.3.2 . 8080 }
 "
     );
 }
@@ -188,14 +219,13 @@ fn losing_all_endpoints_swaps_forwarding_for_rejection() {
         got,
         "\
 delete element inet ferrolb svc4 { 192.0.2.11 . udp . 53 }
-delete element inet ferrolb ep { 0 }
 flush chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 flush chain inet ferrolb flt-kube-system/dns/udp/53/v4
 flush chain inet ferrolb svc-kube-system/dns/udp/53/v4
 delete chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 delete chain inet ferrolb svc-kube-system/dns/udp/53/v4
 delete set inet ferrolb aff-kube-system/dns/udp/53/v4/198.18.1.3/5353
-add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != { 192.0.2.0/28 } reject with icmpx admin-prohibited
+add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != 192.0.2.0/28 reject with icmpx admin-prohibited
 add rule inet ferrolb flt-kube-system/dns/udp/53/v4 reject with icmpx port-unreachable
 "
     );

@@ -112,9 +112,7 @@ struct Model {
 }
 
 /// Slot maps: their keys are allocation details, compared only through the rules using them.
-const SLOT_MAPS: [&str; 7] = [
-    "be4tcp", "be4udp", "be4sctp", "be6tcp", "be6udp", "be6sctp", "ep",
-];
+const SLOT_MAPS: [&str; 6] = ["be4tcp", "be4udp", "be4sctp", "be6tcp", "be6udp", "be6sctp"];
 
 impl Model {
     fn referenced(&self, name: &str) -> bool {
@@ -194,7 +192,10 @@ impl Model {
             let rules = rules
                 .iter()
                 .map(|r| {
-                    let Some((head, tail)) = r.split_once("numgen random mod ") else {
+                    let Some((head, tail)) = r
+                        .split_once("numgen random mod ")
+                        .filter(|(_, tail)| tail.contains(" offset "))
+                    else {
                         return r.clone();
                     };
                     let t: Vec<&str> = tail.split(' ').collect();
@@ -290,8 +291,8 @@ proptest! {
     }
 
     #[test]
-    fn delta_transaction_reaches_the_full_ruleset(a in services(), b in services()) {
-        let cfg = NftConfig::default();
+    fn delta_transaction_reaches_the_full_ruleset(a in services(), b in services(), inline_max in 0..3usize) {
+        let cfg = NftConfig { inline_max, ..NftConfig::default() };
         let (pa, pb) = (plan(&a, NODE).plan, plan(&b, NODE).plan);
         let mut incremental = Model::default();
         let (script, mut slots) = full_transaction(&cfg, &pa);
@@ -303,8 +304,8 @@ proptest! {
     }
 
     #[test]
-    fn chained_deltas_reuse_slots_and_reach_the_full_ruleset(a in services(), b in services(), c in services()) {
-        let cfg = NftConfig::default();
+    fn chained_deltas_reuse_slots_and_reach_the_full_ruleset(a in services(), b in services(), c in services(), inline_max in 0..3usize) {
+        let cfg = NftConfig { inline_max, ..NftConfig::default() };
         let plans: Vec<_> = [a, b, c].iter().map(|s| plan(s, NODE).plan).collect();
         let mut incremental = Model::default();
         let (script, mut slots) = full_transaction(&cfg, &plans[0]);

@@ -52,6 +52,12 @@ impl NftForwarder {
         }
     }
 
+    /// Uses these rendering settings (the table name included).
+    pub fn with_config(mut self, config: NftConfig) -> Self {
+        self.config = config;
+        self
+    }
+
     /// Runs `nft` through this command instead (e.g. `ip netns exec <ns> nft`).
     pub fn with_command(mut self, argv: Vec<String>) -> Self {
         self.argv = argv;

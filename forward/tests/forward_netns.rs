@@ -8,6 +8,7 @@
 //! ```
 //! VIPs (192.0.2.200, 2001:db8:ff::10) live on no interface: clients reach them through `fw`.
 
+use ferrolb_core::forward::nft::NftConfig;
 use ferrolb_core::forward::{
     Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, plan,
@@ -461,6 +462,55 @@ fn udp_and_ipv6_are_forwarded() {
         .map(|_| udp_get(&lab.cl1, vip(VIP6, 80)).expect("udp v6"))
         .collect();
     assert_eq!(tally(udp6).0.len(), 2);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn large_services_balance_through_the_shared_slot_maps() {
+    let lab = Lab::new();
+    let cfg = NftConfig {
+        inline_max: 1,
+        ..NftConfig::default()
+    };
+    let mut fwd = lab.forwarder().with_config(cfg);
+    let svc = service(
+        "web",
+        &[VIP4, VIP6],
+        80,
+        &[
+            "198.18.1.2",
+            "198.18.2.2",
+            "2001:db8:b1::2",
+            "2001:db8:b2::2",
+        ],
+    );
+    let report = fwd.apply(&plan_of(std::slice::from_ref(&svc))).unwrap();
+    assert!(report.script.contains("map @be4tcp"), "{}", report.script);
+    for to in [vip(VIP4, 80), vip(VIP6, 80)] {
+        let tcp: Vec<String> = (0..30).map(|_| tcp_get(&lab.cl1, to).unwrap()).collect();
+        assert_eq!(tally(tcp).0.len(), 2, "{to}");
+        let udp: Vec<String> = (0..30).map(|_| udp_get(&lab.cl1, to).unwrap()).collect();
+        assert_eq!(tally(udp).0.len(), 2, "{to}");
+    }
+    // Swapping an endpoint rewrites only its slot, and traffic follows.
+    let mut moved = svc.clone();
+    moved.endpoints[1] = endpoint("198.18.1.3");
+    sh(&[
+        "ip",
+        "-n",
+        &lab.b1,
+        "addr",
+        "add",
+        "198.18.1.3/24",
+        "dev",
+        "eth0",
+    ]);
+    let report = fwd.apply(&plan_of(&[moved])).unwrap();
+    assert!(!report.script.contains("chain"), "{}", report.script);
+    let tcp: Vec<String> = (0..30)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
 }
 
 #[test]

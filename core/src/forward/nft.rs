@@ -1,16 +1,17 @@
 //! Rendering a [`ForwardingPlan`] as nftables commands for `nft -f -`: one atomic transaction
 //! per call, in FerroLB's own `inet` table.
 //!
-//! Layout (kube-proxy's nftables dispatch, but with the per-Service anonymous verdict maps
-//! replaced by shared named maps, so the number of sets does not grow with Services):
+//! Layout (kube-proxy's nftables dispatch, without its per-Service anonymous verdict maps: the
+//! number of sets, and of rules bound to a named map, does not grow with Services):
 //! - maps `svc4`/`svc6`: `vip . l4proto . port : goto svc-…` (nat prerouting dispatch);
 //! - maps `flt4`/`flt6`: `vip . l4proto . port : goto flt-…` for frontends that refuse someone
 //!   (source ranges, no endpoints), consulted by a filter chain before DNAT;
-//! - maps `be4tcp`, `be6udp`, …: slot → `endpoint . port`; each Service port and family owns a range of
-//!   slots ([`Slots`]) and its one `svc-…` chain does
-//!   `dnat to numgen random mod N offset <base> map @be4tcp`;
-//! - with ClientIP affinity only: per endpoint an `ep-…` chain (affinity update, DNAT) and an
-//!   `aff-…` dynamic set with the timeout, picked through the shared verdict map `ep`;
+//! - per Service port and family one `svc-…` chain: the masquerade mark, then up to
+//!   [`INLINE_MAX`] backends one `numgen random mod k 0 dnat …` rule each (uniform overall);
+//!   above that `dnat to numgen random mod N offset <base> map @be4tcp`, where `be4tcp`,
+//!   `be6udp`, … are shared slot → `endpoint . port` maps and the Service owns a [`Slots`] range;
+//! - with ClientIP affinity: per endpoint an `ep-…` chain (affinity update, DNAT) and an
+//!   `aff-…` dynamic set with the timeout, which the `svc-…` chain checks before picking;
 //! - `nat-postrouting` masquerades packets carrying the mark, as kube-proxy does.
 //!
 //! Object names and slot ranges belong to one Service, so a change to one Service only ever
@@ -32,6 +33,9 @@ pub struct NftConfig {
     pub table: String,
     /// Packet mark bit meaning "masquerade this connection" (kube-proxy uses 0x4000; we do not).
     pub masquerade_mark: u32,
+    /// Up to this many backends a Service port picks by one rule per backend, above it through
+    /// the shared slot maps (default [`INLINE_MAX`]).
+    pub inline_max: usize,
 }
 
 impl Default for NftConfig {
@@ -39,6 +43,7 @@ impl Default for NftConfig {
         Self {
             table: "ferrolb".into(),
             masquerade_mark: 0x0000_2000,
+            inline_max: INLINE_MAX,
         }
     }
 }
@@ -73,8 +78,6 @@ pub enum MapName {
     Be4(Protocol),
     /// Slot → IPv6 endpoint and port, per protocol.
     Be6(Protocol),
-    /// Slot → endpoint chain, for Services with ClientIP affinity.
-    Ep,
 }
 
 impl MapName {
@@ -91,7 +94,6 @@ impl MapName {
             MapName::Be6(Protocol::Tcp) => "be6tcp",
             MapName::Be6(Protocol::Udp) => "be6udp",
             MapName::Be6(Protocol::Sctp) => "be6sctp",
-            MapName::Ep => "ep",
         }
     }
 
@@ -112,7 +114,6 @@ impl MapName {
                 "{{ typeof numgen random mod 1 : ip6 daddr . {} dport; }}",
                 p.as_str()
             ),
-            MapName::Ep => "{ typeof numgen random mod 1 : verdict; }".into(),
         }
     }
 
@@ -123,7 +124,6 @@ impl MapName {
             .into_iter()
             .chain(protos.map(MapName::Be4))
             .chain(protos.map(MapName::Be6))
-            .chain([MapName::Ep])
     }
 }
 
@@ -185,6 +185,21 @@ fn addr_part(ip: IpAddr) -> String {
     ip.to_string().replace(':', ".")
 }
 
+/// The default [`NftConfig::inline_max`]: up to this many backends a Service port picks one by
+/// a rule per backend; above it, through its slot range in the shared `be…` map. Every rule that uses a named map costs the kernel a
+/// walk of that map's bindings when it is added, so binding one per Service port is quadratic.
+pub const INLINE_MAX: usize = 16;
+
+/// The match that makes rule `i` of `n` pick its backend with probability 1/(n-i) among the
+/// rules left, so each of the `n` is picked with probability 1/n (as kube-proxy's iptables mode).
+fn pick(i: usize, n: usize) -> String {
+    if i + 1 == n {
+        String::new()
+    } else {
+        format!("numgen random mod {} 0 ", n - i)
+    }
+}
+
 /// Frontends of one Service grouped by what they share: family, protocol and port.
 struct Group<'a> {
     fam: Family,
@@ -232,10 +247,12 @@ fn groups(service: &ServicePlan) -> Vec<Group<'_>> {
 }
 
 /// The backend slots `service` needs, per group name, for [`Slots::assign`].
-pub fn slot_demand(service: &ServicePlan) -> BTreeMap<String, u32> {
+pub fn slot_demand(cfg: &NftConfig, service: &ServicePlan) -> BTreeMap<String, u32> {
     groups(service)
         .iter()
-        .filter_map(|g| Some((g.name(), g.forwarded(service)?.len() as u32)))
+        .filter_map(|g| Some((g.name(), g.forwarded(service)?.len())))
+        .filter(|(_, n)| *n > cfg.inline_max && service.affinity == SessionAffinity::None)
+        .map(|(g, n)| (g, n as u32))
         .collect()
 }
 
@@ -267,10 +284,6 @@ pub fn service_objects(
         let Some(backends) = group.forwarded(service) else {
             continue;
         };
-        let base = slots
-            .get(key, &group.name())
-            .expect("slots assigned before rendering")
-            .base;
         let n = backends.len();
         let svc_chain = format!("svc-{id}");
         let mut svc_rules = Vec::new();
@@ -281,7 +294,11 @@ pub fn service_objects(
             ));
         }
         match service.affinity {
-            SessionAffinity::None => {
+            SessionAffinity::None if n > cfg.inline_max => {
+                let base = slots
+                    .get(key, &group.name())
+                    .expect("slots assigned before rendering")
+                    .base;
                 for (i, be) in backends.iter().enumerate() {
                     objs.elements.insert(
                         (be_map, (base + i as u32).to_string()),
@@ -295,7 +312,13 @@ pub fn service_objects(
                     be_map.as_str()
                 ));
             }
+            SessionAffinity::None => {
+                for (i, be) in backends.iter().enumerate() {
+                    svc_rules.push(format!("{}{}", pick(i, n), dnat_rule(fam, proto, *be)));
+                }
+            }
             SessionAffinity::ClientIp { timeout_s } => {
+                let mut picks = Vec::new();
                 for (i, be) in backends.iter().enumerate() {
                     let ep_id = format!("{id}/{}/{}", addr_part(be.ip()), be.port());
                     let (ep_chain, set) = (format!("ep-{ep_id}"), format!("aff-{ep_id}"));
@@ -312,15 +335,9 @@ pub fn service_objects(
                         dnat_rule(fam, proto, *be),
                     ];
                     objs.chains.insert(ep_chain.clone(), ep_rules);
-                    objs.elements.insert(
-                        (MapName::Ep, (base + i as u32).to_string()),
-                        format!("goto {ep_chain}"),
-                    );
+                    picks.push(format!("{}goto {ep_chain}", pick(i, n)));
                 }
-                svc_rules.push(format!(
-                    "numgen random mod {n} offset {base} vmap @{}",
-                    MapName::Ep.as_str()
-                ));
+                svc_rules.extend(picks);
             }
         }
         objs.chains.insert(svc_chain.clone(), svc_rules);
@@ -359,10 +376,14 @@ fn filter_rules(
             rules.push("reject with icmpx admin-prohibited".to_string());
             return rules;
         }
+        // One range needs no set; several make an anonymous one (sets are what cost at scale).
+        let allowed = match mine.as_slice() {
+            [one] => one.clone(),
+            _ => format!("{{ {} }}", mine.join(", ")),
+        };
         rules.push(format!(
-            "{} saddr != {{ {} }} reject with icmpx admin-prohibited",
+            "{} saddr != {allowed} reject with icmpx admin-prohibited",
             fam.ip(),
-            mine.join(", ")
         ));
     }
     if let Backends::Reject(_) = backends {
@@ -528,7 +549,7 @@ pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> (String, Slot
     let mut tx = Transaction::default();
     let empty = ServiceObjects::default();
     for (key, service) in &plan.services {
-        slots.assign(key, &slot_demand(service));
+        slots.assign(key, &slot_demand(cfg, service));
         tx.add_diff(&t, &empty, &service_objects(cfg, key, service, &slots));
     }
     (tx.render(&t, head), slots)
@@ -554,7 +575,7 @@ pub fn delta_transaction(
             .unwrap_or_default();
         let after = match change {
             Change::Upsert { service, .. } => {
-                slots.assign(key, &slot_demand(service));
+                slots.assign(key, &slot_demand(cfg, service));
                 service_objects(cfg, key, service, slots)
             }
             Change::Remove { .. } => {
