@@ -279,6 +279,10 @@ impl Lab {
         };
         match self.daemon {
             Daemon::Frr => {
+                // Talking to bgpd alone saves connecting to zebra and bfdd on every poll.
+                if args.iter().all(|a| a.starts_with("show bgp")) {
+                    c.args(["-d", "bgpd"]);
+                }
                 for a in args {
                     c.args(["-c", a]);
                 }
