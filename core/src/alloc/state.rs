@@ -8,12 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use foldhash::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::pool::{AutoAssign, BuggyIps, Pool};
 use super::range::{Family, buggy_count, from_u128, to_u128};
 use super::request::{FamilyPolicy, Protocol, ServiceKey, ServiceRequest};
-use super::table::{Holders, PoolId, Runs, SvcId};
+use super::table::{Holders, PerFamily, PoolId, Runs, SvcId};
 use super::{AllocError, Assignment, Overlap, PoolCounts, PoolsReport};
 
 /// A pool as the hot path sees it, with the bookkeeping that changes as addresses come and go.
@@ -73,24 +75,33 @@ struct Terms {
 }
 
 impl Terms {
+    /// Ports and the Local selector only matter between Services with one sharing key, so
+    /// they are kept only when there is a key (no clone per `assign` for the usual Service).
     fn of(req: &ServiceRequest) -> Terms {
+        let sharing = req.sharing_key.is_some();
         Terms {
             namespace_labels: req.namespace_labels.clone(),
             service_labels: req.service_labels.clone(),
             requested_pool: req.requested_pool.clone(),
             sharing_key: req.sharing_key.clone(),
-            ports: req.ports.clone(),
-            local_traffic_selector: req.local_traffic_selector.clone(),
+            ports: if sharing {
+                req.ports.clone()
+            } else {
+                Vec::new()
+            },
+            local_traffic_selector: req.local_traffic_selector.clone().filter(|_| sharing),
         }
     }
 
     fn same_as(&self, req: &ServiceRequest) -> bool {
+        let sharing = req.sharing_key.is_some();
         self.namespace_labels == req.namespace_labels
             && self.service_labels == req.service_labels
             && self.requested_pool == req.requested_pool
             && self.sharing_key == req.sharing_key
-            && self.ports == req.ports
-            && self.local_traffic_selector == req.local_traffic_selector
+            && (!sharing
+                || (self.ports == req.ports
+                    && self.local_traffic_selector == req.local_traffic_selector))
     }
 }
 
@@ -151,6 +162,14 @@ impl<'a> Who<'a> {
     }
 }
 
+/// The pools a Service may get a new address from: the one it names, or the auto-assign pools
+/// serving it (in rank order).
+#[derive(Debug, Clone, Copy)]
+enum Candidates {
+    Named(PoolId),
+    Auto,
+}
+
 /// Why a Service may not take an address that others hold.
 enum Clash {
     InUse(ServiceKey),
@@ -166,7 +185,9 @@ pub(super) struct State {
     ips: HashMap<IpAddr, IpRecord>,
     /// The keys of `ips`, per family, as runs.
     runs: [Runs; 2],
-    svc_ids: HashMap<ServiceKey, SvcId>,
+    /// Live Service ids, found by their record's key: each key is stored once, in `svcs`.
+    svc_index: HashTable<SvcId>,
+    hasher: DefaultHashBuilder,
     /// Service records by [`SvcId`]; `None` slots are free and listed in `vacant`.
     svcs: Vec<Option<ServiceRecord>>,
     vacant: Vec<SvcId>,
@@ -243,7 +264,7 @@ fn local_clash(
 }
 
 /// The families the Service gets addresses for, in order, or why the request is invalid.
-fn wanted_families(req: &ServiceRequest) -> Result<Vec<Family>, AllocError> {
+fn wanted_families(req: &ServiceRequest) -> Result<PerFamily<Family>, AllocError> {
     let invalid = |why: String| AllocError::InvalidRequest { why };
     for (i, a) in req.requested_ips.iter().enumerate() {
         if let Some(b) = req.requested_ips[i + 1..]
@@ -256,7 +277,7 @@ fn wanted_families(req: &ServiceRequest) -> Result<Vec<Family>, AllocError> {
             )));
         }
     }
-    let mut fams: Vec<Family> = Vec::with_capacity(2);
+    let mut fams: PerFamily<Family> = PerFamily::default();
     let mut add = |f: Family| {
         if !fams.contains(&f) {
             fams.push(f);
@@ -331,14 +352,20 @@ impl State {
             .expect("ids in the tables name live records")
     }
 
+    fn lookup(&self, key: &ServiceKey) -> Option<SvcId> {
+        let hash = self.hasher.hash_one(key);
+        self.svc_index
+            .find(hash, |id| self.rec(*id).key == *key)
+            .copied()
+    }
+
     fn pool(&self, id: PoolId) -> &PoolRt {
         &self.ranked[idx(id)]
     }
 
     pub fn held(&self, key: &ServiceKey) -> &[(IpAddr, String)] {
-        self.svc_ids
-            .get(key)
-            .map_or(&[], |id| self.rec(*id).ips.as_slice())
+        self.lookup(key)
+            .map_or(&[], |id| self.rec(id).ips.as_slice())
     }
 
     pub fn holders(&self, ip: IpAddr) -> Vec<ServiceKey> {
@@ -413,7 +440,7 @@ impl State {
 
     /// Live Service ids, sorted by key (for deterministic rebuilds and reports).
     fn ids_by_key(&self) -> Vec<SvcId> {
-        let mut ids: Vec<SvcId> = self.svc_ids.values().copied().collect();
+        let mut ids: Vec<SvcId> = self.svc_index.iter().copied().collect();
         ids.sort_by(|a, b| self.rec(*a).key.cmp(&self.rec(*b).key));
         ids
     }
@@ -452,16 +479,16 @@ impl State {
             rt.assigned = [0; 2];
         }
         for id in self.ids_by_key() {
-            let held: Vec<(IpAddr, PoolId)> = self
+            let held: PerFamily<(IpAddr, PoolId)> = self
                 .rec(id)
                 .ips
                 .iter()
                 .map(|(ip, p)| (*ip, self.pool_ids[p]))
                 .collect();
-            for (ip, pool) in &held {
-                self.hold(*ip, *pool, id);
+            for (ip, pool) in held.iter() {
+                self.hold(ip, pool, id);
             }
-            for (ip, _) in held {
+            for (ip, _) in held.iter() {
                 self.index(ip);
             }
         }
@@ -516,8 +543,8 @@ impl State {
         None
     }
 
-    /// The pools to pick from, best first, or why there are none.
-    fn candidate_pools(&self, who: Who<'_>) -> Result<Vec<PoolId>, AllocError> {
+    /// The pools to pick from, or why there are none.
+    fn candidate_pools(&self, who: Who<'_>) -> Result<Candidates, AllocError> {
         let none = |why: String| AllocError::NoMatchingPool { why };
         if let Some(name) = who.requested_pool {
             let Some(&id) = self.pool_ids.get(name) else {
@@ -527,25 +554,32 @@ impl State {
             };
             return match Self::refusal(who, &self.pool(id).pool) {
                 Some(why) => Err(none(why)),
-                None => Ok(vec![id]),
+                None => Ok(Candidates::Named(id)),
             };
         }
         if self.ranked.is_empty() {
             return Err(none("there is no IPAddressPool; create one".to_owned()));
         }
-        let c: Vec<PoolId> = (0..)
-            .zip(&self.ranked)
-            .filter(|(_, rt)| rt.pool.auto_assign == AutoAssign::Yes && who.served_by(&rt.pool))
-            .map(|(id, _)| id)
-            .collect();
-        if c.is_empty() {
+        if self.candidates(who, Candidates::Auto).next().is_none() {
             return Err(none(format!(
                 "no pool with autoAssign serves namespace {} and this Service's labels; \
                  name a pool with ferrolb.io/address-pool or adjust the pools' serviceAllocation",
                 who.key.namespace
             )));
         }
-        Ok(c)
+        Ok(Candidates::Auto)
+    }
+
+    /// The candidate pools, best first (walked, not collected: this runs on every `assign`).
+    fn candidates<'a>(&'a self, who: Who<'a>, c: Candidates) -> impl Iterator<Item = PoolId> + 'a {
+        let (named, auto) = match c {
+            Candidates::Named(id) => (Some(id), None),
+            Candidates::Auto => (None, Some((0..).zip(&self.ranked))),
+        };
+        let auto = auto.into_iter().flatten().filter_map(move |(id, rt)| {
+            (rt.pool.auto_assign == AutoAssign::Yes && who.served_by(&rt.pool)).then_some(id)
+        });
+        named.into_iter().chain(auto)
     }
 
     /// The lowest address of `pool` and `family` nobody holds.
@@ -572,7 +606,7 @@ impl State {
         &self,
         who: Who<'_>,
         family: Family,
-        pools: &[PoolId],
+        pools: Candidates,
         prefer: Option<PoolId>,
     ) -> Result<(IpAddr, PoolId), AllocError> {
         let has = |id: &PoolId| self.pool(*id).has_family(family);
@@ -581,20 +615,18 @@ impl State {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        if !pools.iter().any(has) {
+        if !self.candidates(who, pools).any(|id| has(&id)) {
             return Err(AllocError::NoMatchingPool {
                 why: format!(
                     "none of the pools this Service may use ({}) has {family} addresses",
-                    names(&mut pools.iter().copied())
+                    names(&mut self.candidates(who, pools))
                 ),
             });
         }
-        let prefer = prefer.filter(|p| pools.contains(p) && has(p));
+        let prefer = prefer.filter(|p| has(p) && self.candidates(who, pools).any(|id| id == *p));
         let order = || {
             prefer.into_iter().chain(
-                pools
-                    .iter()
-                    .copied()
+                self.candidates(who, pools)
                     .filter(|id| has(id) && Some(*id) != prefer),
             )
         };
@@ -661,20 +693,20 @@ impl State {
         &self,
         req: &ServiceRequest,
         who: Who<'_>,
-    ) -> Result<Vec<(IpAddr, PoolId)>, AllocError> {
+    ) -> Result<PerFamily<(IpAddr, PoolId)>, AllocError> {
         let fams = wanted_families(req)?;
-        let mut plan: Vec<(IpAddr, PoolId)> = Vec::with_capacity(fams.len());
-        let mut candidates: Option<Result<Vec<PoolId>, AllocError>> = None;
+        let mut plan: PerFamily<(IpAddr, PoolId)> = PerFamily::default();
+        let mut candidates: Option<Result<Candidates, AllocError>> = None;
         let mut first_err: Option<AllocError> = None;
-        for fam in fams {
+        for fam in fams.iter() {
             let got = if let Some(kept) = self.keepable(who, req, fam) {
                 Ok(kept)
             } else if let Some(ip) = req.requested_ips.iter().find(|ip| Family::of(**ip) == fam) {
                 self.requested(who, *ip)
             } else {
-                let prefer = plan.first().map(|(_, p)| *p);
+                let prefer = plan.first().map(|(_, p)| p);
                 match candidates.get_or_insert_with(|| self.candidate_pools(who)) {
-                    Ok(pools) => self.pick(who, fam, pools, prefer),
+                    Ok(pools) => self.pick(who, fam, *pools, prefer),
                     Err(e) => Err(e.clone()),
                 }
             };
@@ -695,28 +727,28 @@ impl State {
     // ---- changes -----------------------------------------------------------------------------
 
     pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
-        let me = self.svc_ids.get(&req.key).copied();
+        let me = self.lookup(&req.key);
         let who = Who::of_req(req, me);
-        let kept: Vec<(IpAddr, PoolId)> = match wanted_families(req) {
+        let kept: PerFamily<(IpAddr, PoolId)> = match wanted_families(req) {
             Ok(fams) => fams
-                .into_iter()
+                .iter()
                 .filter_map(|f| self.keepable(who, req, f))
                 .collect(),
-            Err(_) => Vec::new(),
+            Err(_) => PerFamily::default(),
         };
         if kept.is_empty() {
             self.release(&req.key);
             Vec::new()
         } else {
-            self.commit(req, me, &kept).to_vec()
+            self.commit(req, me, kept).to_vec()
         }
     }
 
     pub fn assign(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
-        let me = self.svc_ids.get(&req.key).copied();
+        let me = self.lookup(&req.key);
         match self.plan(req, Who::of_req(req, me)) {
             Ok(plan) => {
-                let ips = self.commit(req, me, &plan).to_vec();
+                let ips = self.commit(req, me, plan).to_vec();
                 let changed = ips
                     .iter()
                     .map(|(ip, _)| *ip)
@@ -735,7 +767,7 @@ impl State {
         &mut self,
         req: &ServiceRequest,
         me: Option<SvcId>,
-        plan: &[(IpAddr, PoolId)],
+        plan: PerFamily<(IpAddr, PoolId)>,
     ) -> &[(IpAddr, String)] {
         let id = me.unwrap_or_else(|| self.new_record(req));
         let old = std::mem::take(&mut self.rec_mut(id).ips);
@@ -758,11 +790,11 @@ impl State {
             .iter()
             .filter(|(ip, _)| !old.iter().any(|o| o.0 == *ip))
         {
-            self.hold(*ip, *pool, id);
+            self.hold(ip, pool, id);
         }
         let ips = plan
             .iter()
-            .map(|(ip, pool)| (*ip, self.pool(*pool).pool.name.clone()))
+            .map(|(ip, pool)| (ip, self.pool(pool).pool.name.clone()))
             .collect();
         let rec = self.rec_mut(id);
         if !rec.terms.same_as(req) {
@@ -793,20 +825,27 @@ impl State {
                 id
             }
         };
-        self.svc_ids.insert(req.key.clone(), id);
+        let hash = self.hasher.hash_one(&req.key);
+        let (svcs, hasher) = (&self.svcs, &self.hasher);
+        self.svc_index.insert_unique(hash, id, |id| {
+            hasher.hash_one(&svcs[idx(*id)].as_ref().expect("live record").key)
+        });
         id
     }
 
     /// Forgets a record whose addresses are already out of the tables (or about to be rebuilt).
     fn drop_record(&mut self, id: SvcId) {
         if let Some(rec) = self.svcs[idx(id)].take() {
-            self.svc_ids.remove(&rec.key);
+            let hash = self.hasher.hash_one(&rec.key);
+            if let Ok(entry) = self.svc_index.find_entry(hash, |x| *x == id) {
+                entry.remove();
+            }
             self.vacant.push(id);
         }
     }
 
     pub fn release(&mut self, key: &ServiceKey) {
-        let Some(&id) = self.svc_ids.get(key) else {
+        let Some(id) = self.lookup(key) else {
             return;
         };
         let ips = std::mem::take(&mut self.rec_mut(id).ips);
@@ -823,7 +862,7 @@ impl State {
     }
 
     fn hold(&mut self, ip: IpAddr, pool: PoolId, id: SvcId) {
-        use std::collections::hash_map::Entry;
+        use hashbrown::hash_map::Entry;
         match self.ips.entry(ip) {
             Entry::Occupied(mut e) => {
                 let key = &self.svcs[idx(id)].as_ref().expect("live record").key;

@@ -147,6 +147,67 @@ impl Holders {
     }
 }
 
+/// At most one item per address family, in order, without a heap allocation (the families a
+/// Service wants, and the addresses planned for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PerFamily<T: Copy>([Option<T>; 2]);
+
+impl<T: Copy> Default for PerFamily<T> {
+    fn default() -> Self {
+        PerFamily([None, None])
+    }
+}
+
+impl<T: Copy> PerFamily<T> {
+    /// Appends `x`; a third item is a bug (a Service has at most one address per family).
+    pub(super) fn push(&mut self, x: T) {
+        let slot = self.0.iter_mut().find(|s| s.is_none());
+        *slot.expect("at most one item per address family") = Some(x);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+
+    pub(super) fn first(&self) -> Option<T> {
+        self.0[0]
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.0.iter().flatten().copied()
+    }
+
+    /// Keeps the first `n` items.
+    pub(super) fn truncate(&mut self, n: usize) {
+        self.0.iter_mut().skip(n).for_each(|s| *s = None);
+    }
+
+    /// Keeps the items for which `keep` holds, in order.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut out = PerFamily::default();
+        self.iter().filter(|x| keep(x)).for_each(|x| out.push(x));
+        *self = out;
+    }
+}
+
+impl<T: Copy + PartialEq> PerFamily<T> {
+    pub(super) fn contains(&self, x: &T) -> bool {
+        self.iter().any(|y| y == *x)
+    }
+}
+
+impl<T: Copy> FromIterator<T> for PerFamily<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut out = PerFamily::default();
+        iter.into_iter().for_each(|x| out.push(x));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +256,15 @@ mod tests {
         assert_eq!((h.first(), h.len()), (5, 2));
         assert!(!h.remove(9));
         assert!(h.remove(5));
+    }
+
+    #[test]
+    fn per_family_keeps_order() {
+        let mut f: PerFamily<u8> = [6, 4].into_iter().collect();
+        assert_eq!((f.len(), f.first(), f.contains(&4)), (2, Some(6), true));
+        f.retain(|x| *x == 4);
+        assert_eq!(f.iter().collect::<Vec<_>>(), [4]);
+        f.truncate(0);
+        assert!(f.is_empty());
     }
 }
