@@ -27,6 +27,11 @@ use crate::metrics::SpeakerMetrics;
 // The receive thread wakes this often to notice it should stop.
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
+// Advertisements come from the VIP itself, as the Linux kernel sends them for its own
+// addresses: ndisc6 ignores an answer from another source (the kernel's neighbour cache
+// accepts both), so core's link-local default is turned off (ADR 0012).
+const NA_SOURCE_LINK_LOCAL: bool = false;
+
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -195,7 +200,7 @@ impl Wire {
         if let Some(port) = self.ports.get(&name) {
             let mut st = port.state.write().unwrap_or_else(|e| e.into_inner());
             st.mac = iface.mac;
-            st.link_local = iface.link_local;
+            st.link_local = NA_SOURCE_LINK_LOCAL.then_some(iface.link_local).flatten();
             return Ok(());
         }
         let ni: NetworkInterface = pnet_datalink::interfaces()
