@@ -2,9 +2,7 @@
 //! built once per version into a cache outside the work tree, started in the
 //! background with its state in `target/lab/controlplane`.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -128,13 +126,7 @@ pub fn pinned_version(root: &Path) -> anyhow::Result<String> {
         .context("tests/controlplane/go.mod does not require k8s.io/kubernetes")
 }
 
-fn go() -> Command {
-    let mut cmd = Command::new("go");
-    // The toolchain on the machine builds it; never download another one.
-    cmd.env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=readonly -buildvcs=false");
-    cmd
-}
+use crate::gobuild::{self, go};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -232,16 +224,6 @@ fn splice_generated(gomod: &str, lines: &[String]) -> anyhow::Result<String> {
     Ok(format!("{}{block}{}", &gomod[..begin], &gomod[end..]))
 }
 
-/// Where built control planes are cached: outside the work tree, so a clean
-/// checkout (and CI) reuses them.
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("ferrolb").join("controlplane")
-}
-
 /// `target/lab/bin/kubectl`: the control plane binary acting as kubectl of the same version.
 pub fn kubectl(root: &Path) -> PathBuf {
     crate::lab_dir(root).join("bin").join("kubectl")
@@ -250,43 +232,12 @@ pub fn kubectl(root: &Path) -> PathBuf {
 /// Builds the control plane if needed and points `target/lab/bin/kubectl` at it.
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     let bin = build_binary(root)?;
-    let link = kubectl(root);
-    fs::create_dir_all(link.parent().expect("kubectl has a parent directory"))?;
-    if fs::read_link(&link).ok().as_deref() != Some(bin.as_path()) {
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&bin, &link)
-            .with_context(|| format!("linking {}", link.display()))?;
-    }
+    gobuild::link(&bin, &kubectl(root))?;
     Ok(bin)
 }
 
 fn build_binary(root: &Path) -> anyhow::Result<PathBuf> {
-    let src = source_dir(root);
     let version = pinned_version(root)?;
-    let go_version = run::output(go().arg("version"))?;
-
-    let mut hasher = DefaultHasher::new();
-    go_version.hash(&mut hasher);
-    let mut files: Vec<PathBuf> = fs::read_dir(&src)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "go")
-                || p.file_name()
-                    .is_some_and(|n| n == "go.mod" || n == "go.sum")
-        })
-        .collect();
-    files.sort();
-    for f in &files {
-        f.file_name().hash(&mut hasher);
-        fs::read(f)?.hash(&mut hasher);
-    }
-    let out_dir = cache_dir().join(format!("{version}-{:016x}", hasher.finish()));
-    let bin = out_dir.join("ferrolb-controlplane");
-    if bin.exists() {
-        return Ok(bin);
-    }
-
-    gen_mod(root, true)?;
     let dl = download_kubernetes(root, &version)?;
     let info: ModuleInfo = serde_json::from_str(&fs::read_to_string(&dl.info)?)?;
     let commit = info.origin.and_then(|o| o.hash).unwrap_or_default();
@@ -299,7 +250,7 @@ fn build_binary(root: &Path) -> anyhow::Result<PathBuf> {
     };
     // The same variables `make` sets in Kubernetes' own builds, so that
     // `/version` reports the real version rather than v0.0.0-master.
-    let mut ldflags = vec!["-s".to_string(), "-w".to_string()];
+    let mut ldflags = Vec::new();
     for pkg in [
         "k8s.io/component-base/version",
         "k8s.io/client-go/pkg/version",
@@ -315,29 +266,15 @@ fn build_binary(root: &Path) -> anyhow::Result<PathBuf> {
             ldflags.push(format!("-X {pkg}.{var}={value}"));
         }
     }
-    fs::create_dir_all(&out_dir)?;
-    let tmp = out_dir.join("ferrolb-controlplane.tmp");
-    eprintln!(
-        "building the control plane (k8s.io/kubernetes {version}); the first build takes a while"
-    );
-    let started = Instant::now();
-    run::status(
-        go().current_dir(&src)
-            .args(["build", "-trimpath", "-ldflags"])
-            .arg(ldflags.join(" "))
-            .arg("-o")
-            .arg(&tmp)
-            .arg("."),
-    )?;
-    fs::rename(&tmp, &bin)?;
-    // Older builds are dead weight (116 MB each): keep only this one.
-    for entry in fs::read_dir(cache_dir())?.flatten() {
-        if entry.path() != out_dir {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    eprintln!("built {} in {:.0?}", bin.display(), started.elapsed());
-    Ok(bin)
+    gobuild::build_cached(&gobuild::GoProgram {
+        name: "ferrolb-controlplane",
+        what: format!("the control plane (k8s.io/kubernetes {version})"),
+        src: source_dir(root),
+        package: ".",
+        version,
+        ldflags,
+        before_build: &|| gen_mod(root, true),
+    })
 }
 
 /// Whether `up` started the control plane or found it running.

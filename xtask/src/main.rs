@@ -4,6 +4,8 @@ mod bench;
 mod controlplane;
 mod deploy;
 mod r#gen; // `gen` is a reserved keyword in edition 2024
+mod gobuild;
+mod helm;
 mod lab;
 mod run;
 mod test;
@@ -23,6 +25,12 @@ struct Cli {
 enum Command {
     /// Regenerate the CRD YAML in charts/ferrolb/crds/ from the ferrolb-api types.
     Gen,
+    /// Run helm (built from the Go module proxy) against the lab: `cargo xtask helm -- list -A`.
+    Helm {
+        /// Arguments for helm.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build, start, stop or inspect the lab's Kubernetes control plane.
     Controlplane {
         #[command(subcommand)]
@@ -46,6 +54,14 @@ fn main() -> anyhow::Result<()> {
     let root = repo_root();
     match Cli::parse().command {
         Command::Gen => r#gen::run(&root),
+        Command::Helm { args } => {
+            let helm = helm::build(&root)?;
+            run::status(
+                std::process::Command::new(helm)
+                    .env("KUBECONFIG", controlplane::kubeconfig(&root))
+                    .args(args),
+            )
+        }
         Command::Controlplane { action } => controlplane::run(&root, action),
         Command::Lab { action } => lab::run(&root, action),
         Command::Test(args) => test::run(&root, args),
