@@ -294,33 +294,47 @@ fn speaker_pid(node: &str) -> Option<u32> {
         })
 }
 
+/// Probe processes and their spacing: iputils arping takes whole seconds as its interval, so
+/// a probe every 20 ms is 50 arpings started 20 ms apart, each broadcasting once a second.
+const PROBERS: u32 = 50;
+
 /// A continuous broadcast ARP probe from the client; yields (time read, replying MAC).
-fn probe(ip: &str) -> (std::process::Child, mpsc::Receiver<(Instant, String)>) {
-    let mut child = Command::new("ip")
-        .args([
-            "netns", "exec", CLIENT_NS, "arping", "-b", "-i", "0.01", "-I", "eth0", ip,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("arping");
-    let stdout = child.stdout.take().unwrap();
+fn probe(ip: &str) -> (Vec<std::process::Child>, mpsc::Receiver<(Instant, String)>) {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(mac) = reply_macs(&line).pop()
-                && tx.send((Instant::now(), mac)).is_err()
-            {
-                return;
+    let mut children = Vec::new();
+    for _ in 0..PROBERS {
+        let mut child = Command::new("ip")
+            .args([
+                "netns", "exec", CLIENT_NS, "stdbuf", "-oL", "arping", "-b", "-I", "eth0", ip,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("arping");
+        let stdout = child.stdout.take().unwrap();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(mac) = reply_macs(&line).pop()
+                    && tx.send((Instant::now(), mac)).is_err()
+                {
+                    return;
+                }
             }
-        }
-    });
-    (child, rx)
+        });
+        children.push(child);
+        std::thread::sleep(Duration::from_millis(1000 / u64::from(PROBERS)));
+    }
+    (children, rx)
 }
+
+/// Tests that kill speakers run alone; the others share.
+static EXCLUSIVE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 #[test]
 #[ignore = "needs the lab: run cargo xtask test as root"]
 fn one_owner_answers_arp_and_ndp_and_deletion_silences_it() {
+    let _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
     let (v4, v6) = ("192.0.2.193", "2001:db8:0:1::c1");
     let env = Env::start(
         "owner",
@@ -366,6 +380,7 @@ fn one_owner_answers_arp_and_ndp_and_deletion_silences_it() {
 #[test]
 #[ignore = "needs the lab: run cargo xtask test as root"]
 fn selectors_and_exclude_label_move_the_owner_with_gratuitous_arp() {
+    let _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
     let vip = "192.0.2.200";
     let env = Env::start("select", &["192.0.2.200/32"]);
     env.service("web", &[vip]);
@@ -449,6 +464,7 @@ impl StartsWithIgnoreTime for &str {
 #[test]
 #[ignore = "needs the lab: run cargo xtask test as root"]
 fn killing_the_owner_moves_the_ip_within_a_second() {
+    let _alone = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
     let vip = "192.0.2.205";
     let env = Env::start("kill", &["192.0.2.205/32"]);
     env.service("web", &[vip]);
@@ -456,7 +472,7 @@ fn killing_the_owner_moves_the_ip_within_a_second() {
     let old_mac = node_mac(&owner);
     wait_arp(vip, Some(&old_mac));
     let pid = speaker_pid(&owner).expect("the owner's speaker process");
-    let (mut child, replies) = probe(vip);
+    let (mut children, replies) = probe(vip);
     std::thread::sleep(Duration::from_millis(300));
     while replies.try_recv().is_ok() {}
     let killed = Instant::now();
@@ -464,20 +480,26 @@ fn killing_the_owner_moves_the_ip_within_a_second() {
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
-    let moved = loop {
+    let (moved, heir_mac) = loop {
         match replies.recv_timeout(Duration::from_secs(5)) {
-            Ok((at, mac)) if mac != old_mac => break at.duration_since(killed),
+            Ok((at, mac)) if mac != old_mac => break (at.duration_since(killed), mac),
             Ok(_) => continue,
-            Err(_) => break Duration::MAX,
+            Err(_) => break (Duration::MAX, String::new()),
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     assert!(
         moved < Duration::from_secs(1),
         "another node answered after {moved:?}"
     );
-    let heir = env.announcer("web", vip, Some(&owner));
-    assert_ne!(heir, owner);
+    // The kubelet restarts the killed speaker within seconds and the IP may go home, so the
+    // heir is named by the MAC that answered rather than by its (short-lived) report.
+    let heir = (1..=9)
+        .map(|n| format!("node-{n}"))
+        .find(|n| node_mac(n) == heir_mac)
+        .expect("the answer came from a lab node");
     eprintln!("SIGKILL of {owner}'s speaker: {heir} answered after {moved:?}");
 }
