@@ -1,6 +1,7 @@
 //! Developer workflows: `cargo xtask <command>`.
 
 mod bench;
+mod chart;
 mod controlplane;
 mod deploy;
 mod r#gen; // `gen` is a reserved keyword in edition 2024
@@ -30,6 +31,11 @@ enum Command {
         /// Arguments for helm.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Lint, render (drift-checked) or install the Helm chart: `cargo xtask chart lint`.
+    Chart {
+        #[command(subcommand)]
+        action: chart::Action,
     },
     /// Build, start, stop or inspect the lab's Kubernetes control plane.
     Controlplane {
@@ -62,6 +68,7 @@ fn main() -> anyhow::Result<()> {
                     .args(args),
             )
         }
+        Command::Chart { action } => chart::run(&root, action),
         Command::Controlplane { action } => controlplane::run(&root, action),
         Command::Lab { action } => lab::run(&root, action),
         Command::Test(args) => test::run(&root, args),
