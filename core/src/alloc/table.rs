@@ -32,37 +32,44 @@ impl Runs {
             .map(|(_, e)| *e)
     }
 
+    /// Marks `x` held. Runs are extended in place where possible: a `BTreeMap` that drops to
+    /// no entries frees its root node, so remove-then-insert would cost an allocation.
     pub(super) fn insert(&mut self, x: u128) {
-        let left = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e));
-        let mut start = x;
-        if let Some((s, e)) = left {
-            if e >= x {
+        let right = x.checked_add(1).and_then(|n| self.0.get(&n).copied());
+        if let Some((_, e)) = self.0.range_mut(..=x).next_back() {
+            if *e >= x {
                 return;
             }
-            if e + 1 == x {
-                start = s;
+            if *e + 1 == x {
+                *e = right.unwrap_or(x);
+                if right.is_some() {
+                    self.0.remove(&(x + 1));
+                }
+                return;
             }
         }
-        let end = x
-            .checked_add(1)
-            .and_then(|n| self.0.remove(&n))
-            .unwrap_or(x);
-        self.0.insert(start, end);
+        if right.is_some() {
+            self.0.remove(&(x + 1));
+        }
+        self.0.insert(x, right.unwrap_or(x));
     }
 
+    /// Marks `x` free (splitting its run in place where possible, as in [`Runs::insert`]).
     pub(super) fn remove(&mut self, x: u128) {
-        let Some((s, e)) = self.0.range(..=x).next_back().map(|(s, e)| (*s, *e)) else {
+        let Some((&s, e)) = self.0.range_mut(..=x).next_back() else {
             return;
         };
-        if e < x {
+        let end = *e;
+        if end < x {
             return;
         }
-        self.0.remove(&s);
         if s < x {
-            self.0.insert(s, x - 1);
+            *e = x - 1;
+        } else {
+            self.0.remove(&s);
         }
-        if x < e {
-            self.0.insert(x + 1, e);
+        if x < end {
+            self.0.insert(x + 1, end);
         }
     }
 
@@ -229,6 +236,16 @@ mod tests {
         r.insert(u128::MAX);
         r.insert(u128::MAX);
         assert_eq!(runs(&r), [(1, 1), (3, 3), (7, 7), (u128::MAX, u128::MAX)]);
+        r.insert(2);
+        r.remove(1);
+        r.remove(7);
+        r.insert(6);
+        r.insert(5);
+        assert_eq!(runs(&r), [(2, 3), (5, 6), (u128::MAX, u128::MAX)]);
+        r.remove(u128::MAX);
+        r.remove(3);
+        r.remove(5);
+        assert_eq!(runs(&r), [(2, 2), (6, 6)]);
     }
 
     #[test]
