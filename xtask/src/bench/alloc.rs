@@ -50,7 +50,7 @@ pub struct Args {
     concurrency: usize,
     /// Give up on a phase when not every Service has an IP this many seconds after the
     /// first create.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 900)]
     timeout: u64,
 }
 
@@ -278,7 +278,8 @@ async fn round(
     proc.stop();
     let controller_phase = measured.with_context(|| {
         format!(
-            "controller phase; its log ({}):\n{}",
+            "controller phase (controller peak RSS so far {:.1} MiB); its log ({}):\n{}",
+            peak_rss as f64 / (1024.0 * 1024.0),
             proc.log.display(),
             run::tail(&proc.log, 20)
         )
