@@ -444,7 +444,9 @@ impl Leading {
     }
 }
 
-/// Status first (what `kubectl get svc` shows), then the annotation, then the Event.
+/// Status first (what `kubectl get svc` shows), then the annotation and the Event side by
+/// side: neither depends on the other, and a pass waits for its slowest write, so two round
+/// trips per Service instead of three shorten the wait of Services created meanwhile.
 async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
     let mut errors = Vec::new();
@@ -455,13 +457,15 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
         errors.push(err);
         return errors;
     }
-    if w.have.pool_annotation != w.want.pool_annotation
-        && let Err(err) =
+    let annotation = async {
+        if w.have.pool_annotation != w.want.pool_annotation {
             status::write_pool_annotation(&api, &w.svc, w.want.pool_annotation.as_deref()).await
-    {
-        errors.push(err);
-    }
-    if let Some(event) = &w.event {
+        } else {
+            Ok(())
+        }
+    };
+    let event = async {
+        let Some(event) = &w.event else { return };
         match &w.want.condition {
             Some((s, _, _)) if s == "True" => ctx.metrics.allocated(),
             Some((_, reason, _)) => ctx.metrics.failed(reason),
@@ -477,6 +481,9 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
             ctx.metrics.error(err.metric_label());
             warn!(error = %err, "event not published");
         }
+    };
+    if let (Err(err), ()) = futures::join!(annotation, event) {
+        errors.push(err);
     }
     info!(
         service = %w.key,
