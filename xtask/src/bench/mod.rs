@@ -5,6 +5,7 @@
 //! figures as JSON to `target/bench/<name>.json` (docs/decisions/0011-benchmarks.md).
 
 mod alloc;
+mod failover;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,12 +22,15 @@ pub enum Which {
     /// Controller allocation: Services/s, create-to-IP latency and RSS, against a plain
     /// client writing the same statuses.
     Alloc(alloc::Args),
+    /// Layer-2 failover: SIGKILL and SIGTERM of the owning speaker while the client probes.
+    Failover(failover::Args),
 }
 
 /// Runs one benchmark.
 pub fn run(root: &Path, which: Which) -> anyhow::Result<()> {
     match which {
         Which::Alloc(args) => alloc::run(root, args),
+        Which::Failover(args) => failover::run(root, args),
     }
 }
 

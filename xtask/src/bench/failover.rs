@@ -1,0 +1,413 @@
+//! `cargo xtask bench failover`: layer-2 failover when the owning node's speaker is killed
+//! (SIGKILL) or stopped (SIGTERM) while the client probes the VIP.
+//!
+//! Setup (FerroLB must be deployed: `cargo xtask lab deploy`): namespace `bench-failover`, a
+//! pool holding only 192.0.2.220, an L2Advertisement, one echo pod and a Service pinned to
+//! the IP. The client probes with broadcast ARP every 20 ms (50 iputils arpings started 20 ms
+//! apart: it takes whole seconds as its interval); tcpdump on the LAN bridge sees gratuitous
+//! ARP. Per round: signal the owner's speaker, record kill → first gratuitous packet from
+//! another MAC and kill → first answer from another MAC, then delete the pod so the
+//! DaemonSet makes a fresh one (no crash-loop back-off) and wait for all speakers to be live.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::{ms, percentile, write_json};
+use crate::{controlplane, lab, run};
+
+/// Options of `cargo xtask bench failover`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Rounds per signal.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+}
+
+const NS: &str = "bench-failover";
+const VIP: &str = "192.0.2.220";
+const PROBERS: u64 = 50;
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What happened on the wire, timestamped as seen.
+enum Seen {
+    Reply(SystemTime, String),
+    Gratuitous(SystemTime, String),
+}
+
+/// Runs the benchmark.
+pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        run::is_root(),
+        "bench failover needs root (network namespaces)"
+    );
+    let k = |a: &[&str]| -> anyhow::Result<String> {
+        run::output(
+            Command::new(controlplane::kubectl(root))
+                .arg("--kubeconfig")
+                .arg(controlplane::kubeconfig(root))
+                .args(a),
+        )
+    };
+    k(&["-n", "ferrolb-system", "get", "daemonset/ferrolb-speaker"])
+        .context("FerroLB is not deployed: run `cargo xtask lab deploy` first")?;
+    setup(root)?;
+    let (tx, rx) = mpsc::channel();
+    let mut children = probe(tx.clone())?;
+    children.push(capture(tx)?);
+    let result = measure(root, &args, &rx);
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = k(&["delete", "namespace", NS, "--wait=false"]);
+    let _ = k(&["delete", "ipaddresspool,l2advertisement", NS]);
+    let rounds = result?;
+    let mut report = serde_json::Map::new();
+    println!(
+        "signal   n   kill→gratuitous p50/max (ms)   kill→answer p50/max (ms)   max reply gap (ms)"
+    );
+    for (signal, rs) in &rounds {
+        let mut g: Vec<Duration> = rs.iter().filter_map(|r| r.gratuitous).collect();
+        let mut a: Vec<Duration> = rs.iter().filter_map(|r| r.answer).collect();
+        let gap = rs.iter().map(|r| r.max_gap).max().unwrap_or_default();
+        g.sort();
+        a.sort();
+        let f = |v: &[Duration], p: f64| percentile(v, p).map_or(f64::NAN, ms);
+        println!(
+            "{signal:7} {:3}   {:8.0} / {:8.0}              {:8.0} / {:8.0}           {:8.0}",
+            rs.len(),
+            f(&g, 0.5),
+            f(&g, 1.0),
+            f(&a, 0.5),
+            f(&a, 1.0),
+            ms(gap)
+        );
+        report.insert(
+            signal.to_string(),
+            json!({
+                "rounds": rs.len(),
+                "gratuitous_ms": {"p50": f(&g, 0.5), "max": f(&g, 1.0), "all": g.iter().map(|d| ms(*d)).collect::<Vec<_>>()},
+                "answer_ms": {"p50": f(&a, 0.5), "max": f(&a, 1.0), "all": a.iter().map(|d| ms(*d)).collect::<Vec<_>>()},
+                "max_reply_gap_ms": ms(gap),
+                "probe_interval_ms": ms(PROBE_INTERVAL),
+            }),
+        );
+    }
+    let path = write_json(root, "failover", &serde_json::Value::Object(report))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+struct Round {
+    gratuitous: Option<Duration>,
+    answer: Option<Duration>,
+    /// Longest time without any answer from the kill until the new owner answered.
+    max_gap: Duration,
+}
+
+fn measure(
+    root: &Path,
+    args: &Args,
+    rx: &mpsc::Receiver<Seen>,
+) -> anyhow::Result<Vec<(&'static str, Vec<Round>)>> {
+    let mut out = Vec::new();
+    for signal in ["KILL", "TERM"] {
+        let mut rounds = Vec::new();
+        for i in 0..args.rounds {
+            wait_all_live(root)?;
+            std::thread::sleep(Duration::from_millis(500));
+            while rx.try_recv().is_ok() {}
+            let owner = current_owner(rx)?;
+            let node = lab_node_of_mac(&owner).context("owner MAC is no lab node's")?;
+            let pid = speaker_pid(&node).context("no speaker process on the owner")?;
+            let killed = SystemTime::now();
+            run::signal(pid, signal);
+            let r = watch(rx, &owner, killed);
+            eprintln!(
+                "SIG{signal} #{i} {node}: gratuitous {:?} answer {:?} max gap {:?}",
+                r.gratuitous, r.answer, r.max_gap
+            );
+            rounds.push(r);
+            // A fresh pod instead of the kubelet's growing restart back-off.
+            let pods = run::output(
+                Command::new(controlplane::kubectl(root))
+                    .arg("--kubeconfig")
+                    .arg(controlplane::kubeconfig(root))
+                    .args(["-n", "ferrolb-system", "get", "pods", "-o", "name"])
+                    .args(["-l", "app.kubernetes.io/component=speaker"])
+                    .args(["--field-selector", &format!("spec.nodeName={node}")]),
+            )?;
+            for pod in pods.lines() {
+                let _ = run::output(
+                    Command::new(controlplane::kubectl(root))
+                        .arg("--kubeconfig")
+                        .arg(controlplane::kubeconfig(root))
+                        .args(["-n", "ferrolb-system", "delete", pod, "--wait=false"]),
+                );
+            }
+        }
+        out.push((
+            if signal == "KILL" {
+                "SIGKILL"
+            } else {
+                "SIGTERM"
+            },
+            rounds,
+        ));
+    }
+    Ok(out)
+}
+
+fn watch(rx: &mpsc::Receiver<Seen>, old: &str, killed: SystemTime) -> Round {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut gratuitous, mut answer) = (None, None);
+    let mut last_reply = killed;
+    let mut max_gap = Duration::ZERO;
+    while Instant::now() < deadline && (gratuitous.is_none() || answer.is_none()) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Seen::Reply(at, mac)) => {
+                if answer.is_none() {
+                    max_gap = max_gap.max(at.duration_since(last_reply).unwrap_or_default());
+                    last_reply = at;
+                }
+                if mac != old && answer.is_none() {
+                    answer = at.duration_since(killed).ok();
+                }
+            }
+            Ok(Seen::Gratuitous(at, mac)) if mac != old && gratuitous.is_none() => {
+                gratuitous = at.duration_since(killed).ok();
+            }
+            _ => {}
+        }
+    }
+    Round {
+        gratuitous,
+        answer,
+        max_gap,
+    }
+}
+
+fn current_owner(rx: &mpsc::Receiver<Seen>) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Seen::Reply(_, mac)) = rx.recv_timeout(Duration::from_millis(200)) {
+            return Ok(mac);
+        }
+    }
+    bail!("nobody answers ARP for {VIP}")
+}
+
+fn wait_all_live(root: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let nodes = nodes(root)?;
+    loop {
+        let live: BTreeSet<usize> = nodes
+            .iter()
+            .filter(|n| speakers_live(n) == Some(nodes.len()))
+            .copied()
+            .collect();
+        if live.len() == nodes.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("speakers not all live after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn nodes(root: &Path) -> anyhow::Result<Vec<usize>> {
+    let text = run::output(
+        Command::new(controlplane::kubectl(root))
+            .arg("--kubeconfig")
+            .arg(controlplane::kubeconfig(root))
+            .args(["get", "nodes", "-o", "name"]),
+    )?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim_start_matches("node/node-").parse().ok())
+        .collect())
+}
+
+fn speakers_live(n: &usize) -> Option<usize> {
+    let plan = lab::NodePlan::new(u8::try_from(*n).ok()?);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &plan.netns, "curl", "-sf", "-m", "1"])
+        .arg(format!("http://{}:7473/metrics", plan.lan4))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("ferrolb_speakers_live "))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn lab_node_of_mac(mac: &str) -> Option<String> {
+    (1..=9u8)
+        .map(lab::NodePlan::new)
+        .find(|p| p.lan_mac.eq_ignore_ascii_case(mac))
+        .map(|p| p.name)
+}
+
+/// The speaker processes in `node`'s namespace (two while a stopped one is still leaving).
+fn speaker_pids(node: &str) -> Vec<u32> {
+    let Ok(out) = Command::new("ip")
+        .args(["netns", "pids", &format!("ferrolb-{node}")])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "ferrolb-speaker")
+                // The lab DaemonSet's (tests/lab/ferrolb-speaker.yaml), not another install's.
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--memberlist-port=7946"))
+        })
+        .collect()
+}
+
+/// The one speaker of `node`, once any previous one has exited.
+fn speaker_pid(node: &str) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pids = speaker_pids(node);
+        if pids.len() == 1 {
+            return pids.first().copied();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn setup(root: &Path) -> anyhow::Result<()> {
+    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": NS},
+         "spec": {"addresses": [format!("{VIP}/32")], "autoAssign": false}},
+        {"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": NS},
+         "spec": {"ipAddressPools": [NS]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo", "namespace": NS},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "echo"}},
+                  "template": {"metadata": {"labels": {"app": "echo"}},
+                               "spec": {"containers": [{"name": "echo", "image": "ferrolb.io/lab/echo",
+                                                        "ports": [{"containerPort": 3000}]}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS,
+          "annotations": {"ferrolb.io/loadBalancerIPs": VIP, "ferrolb.io/address-pool": NS}},
+         "spec": {"type": "LoadBalancer", "selector": {"app": "echo"},
+                  "allocateLoadBalancerNodePorts": false,
+                  "ports": [{"port": 80, "targetPort": 3000}]}}
+    ]});
+    let mut child = Command::new(controlplane::kubectl(root))
+        .arg("--kubeconfig")
+        .arg(controlplane::kubeconfig(root))
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(objects.to_string().as_bytes())?;
+    }
+    anyhow::ensure!(child.wait()?.success(), "kubectl apply failed");
+    Ok(())
+}
+
+fn epoch_now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn probe(tx: mpsc::Sender<Seen>) -> anyhow::Result<Vec<Child>> {
+    let mut children = Vec::new();
+    for _ in 0..PROBERS {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", lab::CLIENT_NS, "stdbuf", "-oL"])
+            .args(["arping", "-b", "-I", "eth0", VIP])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("arping stdout")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Some(mac) = line
+                    .contains("reply from")
+                    .then(|| line.split('[').nth(1)?.split(']').next())
+                    .flatten()
+                else {
+                    continue;
+                };
+                if tx
+                    .send(Seen::Reply(epoch_now(), mac.to_lowercase()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        children.push(child);
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+    Ok(children)
+}
+
+/// tcpdump on the LAN bridge: gratuitous ARP (sender IP = target IP = the VIP), with the
+/// capture's own timestamps.
+fn capture(tx: mpsc::Sender<Seen>) -> anyhow::Result<Child> {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab::LAN_NS,
+            "tcpdump",
+            "-i",
+            "br0",
+            "-l",
+            "-nn",
+            "-e",
+            "-tt",
+        ])
+        .args(["arp", "and", "host", VIP])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("tcpdump stdout")?;
+    let needle = format!("who-has {VIP} tell {VIP}");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !line.contains(&needle) {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(ts), Some(mac)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(secs) = ts.parse::<f64>() else {
+                continue;
+            };
+            let at = UNIX_EPOCH + Duration::from_secs_f64(secs);
+            if tx.send(Seen::Gratuitous(at, mac.to_lowercase())).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(child)
+}
