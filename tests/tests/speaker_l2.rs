@@ -167,6 +167,8 @@ impl Env {
             }},
             "spec": {
                 "type": "LoadBalancer",
+                // No kube-proxy in the lab, and a busy lab may have no NodePorts left.
+                "allocateLoadBalancerNodePorts": false,
                 "ipFamilyPolicy": if dual { "RequireDualStack" } else { "SingleStack" },
                 "ipFamilies": if dual { json!(["IPv4", "IPv6"]) } else { json!(["IPv4"]) },
                 "selector": {"app": "echo"},
@@ -291,6 +293,9 @@ fn speaker_pid(node: &str) -> Option<u32> {
         .find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "ferrolb-speaker")
+                // The lab DaemonSet's (tests/lab/ferrolb-speaker.yaml), not another install's.
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--memberlist-port=7946"))
         })
 }
 
