@@ -484,8 +484,8 @@ fn has_ip(svc: &Service) -> bool {
         .is_some_and(|i| i.iter().any(|i| i.ip.is_some()))
 }
 
-/// An IPv6 single-stack LoadBalancer Service of `class`, no selector (so no EndpointSlices
-/// add work that is not ours); retried on API errors, which are counted.
+/// An IPv6 single-stack LoadBalancer Service of `class`, without NodePorts and without a
+/// selector (so no EndpointSlices add work that is not ours); retried on API errors, counted.
 async fn create_service(
     api: &Api<Service>,
     name: &str,
@@ -499,6 +499,8 @@ async fn create_service(
             "loadBalancerClass": class,
             "ipFamilyPolicy": "SingleStack",
             "ipFamilies": ["IPv6"],
+            // The NodePort range holds 2,768 ports; 5,000 Services would exhaust it.
+            "allocateLoadBalancerNodePorts": false,
             "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
         },
     }))?;
