@@ -2,12 +2,18 @@
 //!
 //! The kernel path renders plans with [`ferrolb_core::forward::nft`] and hands each transaction
 //! to Debian's `nft -f -` (one netlink batch, applied atomically). See
-//! docs/decisions/0009-forwarder.md for why not a netlink crate.
+//! docs/decisions/0009-forwarder.md for why not a netlink crate. [`run`] is the speaker's
+//! forwarding loop over its caches and announced IPs.
 
 mod error;
+pub mod k8s;
+mod metrics;
 mod nft;
+mod runner;
 mod sysctl;
 
 pub use error::ForwardError;
+pub use metrics::ForwardMetrics;
 pub use nft::{ApplyKind, ApplyReport, NftForwarder};
+pub use runner::{RunInputs, RunSettings, run};
 pub use sysctl::{IpForwarding, ip_forwarding};

@@ -1,0 +1,195 @@
+//! The speaker's forwarding loop: announced IPs and the Service/EndpointSlice caches in, the
+//! nftables table kept equal to the plan for them, removed on a clean stop.
+
+use crate::k8s::{ForwardingPath, forward_inputs, service_key};
+use crate::{ApplyKind, ForwardMetrics, NftForwarder, ip_forwarding};
+use ferrolb_core::forward::{Backends, ServiceKey, plan};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::Store;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
+
+/// How the forwarding loop behaves.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// This node's name (policy Local keeps only endpoints on it).
+    pub node_name: String,
+    /// The nftables table (family `inet`).
+    pub table: String,
+    /// How long to gather changes before applying them.
+    pub debounce: Duration,
+    /// Without a change notification, how often to recompute (a diff that finds nothing runs no `nft`).
+    pub poll: Duration,
+    /// After a failed apply, how long to wait before retrying.
+    pub retry: Duration,
+}
+
+impl RunSettings {
+    /// Defaults for `node_name`: table `ferrolb`, 5 ms debounce, 1 s poll, 1 s retry.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            table: "ferrolb".into(),
+            debounce: Duration::from_millis(5),
+            poll: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What [`run`] reads.
+#[derive(Debug)]
+pub struct RunInputs<K> {
+    /// The IPs this node announces (IP → the announcing Service).
+    pub announced: watch::Receiver<BTreeMap<IpAddr, K>>,
+    /// The Service cache.
+    pub services: Store<Service>,
+    /// The EndpointSlice cache.
+    pub slices: Store<EndpointSlice>,
+    /// Woken after cache changes, if the caller has one to spare (else [`RunSettings::poll`]).
+    pub changed: Option<Arc<Notify>>,
+}
+
+/// Keeps the node's nftables table equal to the plan for the announced IPs until `stop`
+/// resolves, then removes the table. Apply failures are logged, counted and retried.
+pub async fn run<K: Send + Sync + 'static>(
+    mut inputs: RunInputs<K>,
+    settings: RunSettings,
+    metrics: ForwardMetrics,
+    stop: impl Future<Output = ()> + Send,
+) {
+    check_forwarding();
+    tokio::pin!(stop);
+    // Planning from half-filled caches would drop rules a previous run left for live traffic.
+    tokio::select! {
+        _ = &mut stop => return,
+        _ = async {
+            let _ = inputs.services.wait_until_ready().await;
+            let _ = inputs.slices.wait_until_ready().await;
+        } => {}
+    }
+    let mut fwd = Some(NftForwarder::new(settings.table.clone()));
+    let mut warned_userspace: BTreeSet<ServiceKey> = BTreeSet::new();
+    let mut announced_open = true;
+    let mut failing = false;
+    loop {
+        let announced: BTreeSet<IpAddr> = inputs
+            .announced
+            .borrow_and_update()
+            .keys()
+            .copied()
+            .collect();
+        let services = inputs.services.state();
+        let slices = inputs.slices.state();
+        let converted = forward_inputs(
+            &announced,
+            services.iter().map(|s| &**s),
+            slices.iter().map(|s| &**s),
+        );
+        for c in &converted {
+            if c.path == ForwardingPath::UserspaceRequested
+                && warned_userspace.insert(c.service.key.clone())
+            {
+                warn!(service = %c.service.key, "ferrolb.io/forwarding: userspace is not implemented yet; forwarding in the kernel");
+            }
+            for s in &c.skipped {
+                warn!(service = %c.service.key, skipped = ?s, "part of the Service cannot be forwarded");
+            }
+        }
+        let present: BTreeSet<ServiceKey> =
+            services.iter().filter_map(|s| service_key(s)).collect();
+        warned_userspace.retain(|k| present.contains(k));
+        let inputs_now: Vec<_> = converted.into_iter().map(|c| c.service).collect();
+        let planned = plan(&inputs_now, &settings.node_name);
+        for c in &planned.conflicts {
+            warn!(frontend = ?c.frontend, kept = %c.kept, dropped = %c.dropped, "two Services claim one VIP port");
+        }
+        metrics.set_endpoints(planned.plan.services.iter().map(|(k, s)| {
+            let n: BTreeSet<_> = s
+                .frontends
+                .values()
+                .flat_map(|b| match b {
+                    Backends::Forward { backends, .. } => backends.as_slice(),
+                    Backends::Reject(_) => &[],
+                })
+                .map(|a| a.ip())
+                .collect();
+            (k.namespace.clone(), k.name.clone(), n.len())
+        }));
+        let mut f = fwd.take().expect("forwarder is put back after each apply");
+        let start = Instant::now();
+        let (f, result) = tokio::task::spawn_blocking(move || {
+            let r = f.apply(&planned.plan);
+            (f, r)
+        })
+        .await
+        .expect("apply task does not panic");
+        fwd = Some(f);
+        match result {
+            Ok(r) if r.kind == ApplyKind::Unchanged => {}
+            Ok(r) => {
+                let kind = if r.kind == ApplyKind::Full {
+                    "full"
+                } else {
+                    "incremental"
+                };
+                metrics.update(kind, true, start.elapsed());
+                failing = false;
+            }
+            Err(e) => {
+                metrics.update("unknown", false, start.elapsed());
+                error!(error = %e, "applying forwarding rules failed; retrying");
+                failing = true;
+            }
+        }
+        let wait = if failing {
+            settings.retry
+        } else {
+            settings.poll
+        };
+        tokio::select! {
+            _ = &mut stop => break,
+            r = inputs.announced.changed(), if announced_open => {
+                if r.is_err() {
+                    // The announcer is gone: keep forwarding what was last announced until stop.
+                    announced_open = false;
+                }
+            }
+            _ = notified(inputs.changed.as_deref()) => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        tokio::time::sleep(settings.debounce).await;
+    }
+    let mut f = fwd.take().expect("forwarder present at stop");
+    match tokio::task::spawn_blocking(move || f.remove()).await {
+        Ok(Ok(())) => info!(table = %settings.table, "forwarding stopped; table removed"),
+        Ok(Err(e)) => error!(error = %e, "removing the forwarding table failed"),
+        Err(e) => error!(error = %e, "removing the forwarding table panicked"),
+    }
+}
+
+async fn notified(changed: Option<&Notify>) {
+    match changed {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs a clear error when the node does not route, which DNAT of non-local VIPs needs.
+fn check_forwarding() {
+    match ip_forwarding() {
+        Ok(f) if f.ipv4 && f.ipv6 => info!("IP forwarding is on"),
+        Ok(f) => error!(
+            ipv4 = f.ipv4,
+            ipv6 = f.ipv6,
+            "IP forwarding is off: VIP traffic will not reach endpoints; set net.ipv4.ip_forward=1 and net.ipv6.conf.all.forwarding=1 on the node"
+        ),
+        Err(e) => error!(error = %e, "cannot read the IP forwarding sysctls"),
+    }
+}
