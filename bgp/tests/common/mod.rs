@@ -1,6 +1,12 @@
 //! Interop harness: a router namespace running a real BGP daemon and a speaker namespace
-//! running `ferrolb-bgp-lab`, joined by a veth pair. Everything is torn down on drop.
-#![allow(dead_code, clippy::print_stdout)]
+//! running `ferrolb-bgp-lab`, joined by a veth pair ([`Topology::Direct`]) or through a third
+//! namespace that only forwards ([`Topology::Routed`], for multi-hop). Everything is torn down
+//! on drop, also when the test panics; namespaces left by a test process that died (SIGKILL)
+//! are removed by the next [`Lab::new`]. Names carry the test's tag, pid and a counter, so
+//! tests run in parallel (threads or processes) never share a namespace, link or temp dir.
+#![allow(dead_code, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod config;
 
 use std::fs;
 use std::io::Write;
@@ -23,6 +29,17 @@ pub const ROUTER_AS: u32 = 64500;
 pub const SPEAKER_AS: u32 = 64512;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+const NS_PREFIX: &str = "ferrolb-bgptest-";
+
+/// How the speaker reaches the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One veth: speaker and router share 192.0.2.0/24 and 2001:db8:0:1::/64.
+    Direct,
+    /// Speaker on 198.51.100.0/24 (2001:db8:0:2::/64), a forwarding-only middle namespace,
+    /// router on 192.0.2.0/24: two IP hops, so eBGP needs multi-hop (TTL >= 2).
+    Routed,
+}
 
 /// Which daemon plays the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +65,13 @@ pub struct RouterConfig {
     pub bfd: bool,
     /// Graceful restart (RFC 4724) with the speaker.
     pub graceful_restart: bool,
+    /// eBGP multi-hop with this TTL.
+    pub multihop: Option<u8>,
+    /// Hold time the router proposes (default: the daemon's).
+    pub hold_time: Option<u16>,
+    /// The smallest hold time the router accepts from the speaker (BIRD `min hold time`,
+    /// FRR `bgp minimum-holdtime`); a smaller one gets OPEN/Unacceptable Hold Time.
+    pub min_hold_time: Option<u16>,
 }
 
 /// What the daemon shows for a prefix.
@@ -64,9 +88,18 @@ pub struct Seen {
 /// Two namespaces, one daemon, one speaker.
 pub struct Lab {
     pub daemon: Daemon,
+    pub topology: Topology,
     pub router_ns: String,
     pub speaker_ns: String,
+    /// The forwarding namespace of [`Topology::Routed`].
+    pub mid_ns: Option<String>,
+    /// The speaker's IPv4 address as the router sees it.
+    pub speaker_v4: &'static str,
+    /// The speaker's IPv6 address (its IPv6 next hop).
+    pub speaker_v6: &'static str,
     pub dir: PathBuf,
+    /// veths created in the root namespace, deleted on drop if a move failed.
+    links: Vec<String>,
     children: Vec<Child>,
     speaker: Option<(Child, ChildStdin)>,
 }
@@ -98,35 +131,145 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+fn ns_exists(ns: &str) -> bool {
+    std::path::Path::new("/run/netns").join(ns).exists()
+}
+
+/// Removes `ferrolb-bgptest-*` namespaces whose test process is gone (killed before its drop
+/// guards ran): their processes are killed, then the namespace is deleted.
+fn sweep_stale() {
+    let Ok(dir) = fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        // `{tag}-{pid}-{n}-{role}`
+        let parts: Vec<&str> = rest.rsplitn(4, '-').collect();
+        let Some(pid) = parts.get(2).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let pids = run(Command::new("ip").args(["netns", "pids", &name]));
+        for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", p]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        eprintln!("removed stale namespace {name} (test process {pid} is gone)");
+    }
+}
+
 impl Lab {
-    /// Creates the namespaces and link for a test named `tag`.
+    /// Creates the namespaces and link for a test named `tag` (no `-` in it).
     pub fn new(daemon: Daemon, tag: &str) -> Self {
+        Self::with_topology(daemon, tag, Topology::Direct)
+    }
+
+    /// Creates the namespaces and links for `topology`.
+    pub fn with_topology(daemon: Daemon, tag: &str, topology: Topology) -> Self {
+        assert!(!tag.contains('-'), "tag {tag:?}");
+        sweep_stale();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let id = format!("{}{n}", std::process::id() % 10000);
-        let router_ns = format!("ferrolb-bgptest-{tag}-{id}-r");
-        let speaker_ns = format!("ferrolb-bgptest-{tag}-{id}-s");
-        let dir = std::env::temp_dir().join(format!("ferrolb-bgptest-{tag}-{id}"));
+        let pid = std::process::id();
+        let base = format!("{NS_PREFIX}{tag}-{pid}-{n}");
+        let (speaker_v4, speaker_v6) = match topology {
+            Topology::Direct => (SPEAKER_V4, SPEAKER_V6),
+            Topology::Routed => (config::ROUTED_SPEAKER_V4, config::ROUTED_SPEAKER_V6),
+        };
+        let dir = std::env::temp_dir().join(&base);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("temp dir");
-        let lab = Self {
+        let mut lab = Self {
             daemon,
-            router_ns,
-            speaker_ns,
+            topology,
+            router_ns: format!("{base}-r"),
+            speaker_ns: format!("{base}-s"),
+            mid_ns: (topology == Topology::Routed).then(|| format!("{base}-m")),
+            speaker_v4,
+            speaker_v6,
             dir,
+            links: Vec::new(),
             children: Vec::new(),
             speaker: None,
         };
-        let (vr, vs) = (format!("fb{id}r"), format!("fb{id}s"));
-        ip(&["netns", "add", &lab.router_ns]);
-        ip(&["netns", "add", &lab.speaker_ns]);
-        ip(&["link", "add", &vr, "type", "veth", "peer", "name", &vs]);
-        ip(&["link", "set", &vr, "netns", &lab.router_ns]);
-        ip(&["link", "set", &vs, "netns", &lab.speaker_ns]);
-        for (ns, dev, v4, v6) in [
-            (&lab.router_ns, &vr, ROUTER_V4, ROUTER_V6),
-            (&lab.speaker_ns, &vs, SPEAKER_V4, SPEAKER_V6),
-        ] {
+        let all: Vec<String> = [lab.router_ns.clone(), lab.speaker_ns.clone()]
+            .into_iter()
+            .chain(lab.mid_ns.clone())
+            .collect();
+        for ns in &all {
+            ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Link names: at most 15 bytes, unique per process and lab.
+        let id = format!("{}x{n}", pid % 100_000);
+        let (router_ns, speaker_ns) = (lab.router_ns.clone(), lab.speaker_ns.clone());
+        match lab.mid_ns.clone() {
+            None => lab.veth(
+                &format!("fb{id}"),
+                (&router_ns, ROUTER_V4, ROUTER_V6),
+                (&speaker_ns, SPEAKER_V4, SPEAKER_V6),
+            ),
+            Some(mid) => {
+                use config::*;
+                lab.veth(
+                    &format!("fb{id}r"),
+                    (&router_ns, ROUTER_V4, ROUTER_V6),
+                    (&mid, MID_R_V4, MID_R_V6),
+                );
+                lab.veth(
+                    &format!("fb{id}s"),
+                    (&speaker_ns, ROUTED_SPEAKER_V4, ROUTED_SPEAKER_V6),
+                    (&mid, MID_S_V4, MID_S_V6),
+                );
+                for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+                    let out =
+                        run(Command::new("ip").args(["netns", "exec", &mid, "sysctl", "-qw", key]));
+                    assert!(out.status.success(), "sysctl {key}");
+                }
+                let (r, sp) = (router_ns.as_str(), speaker_ns.as_str());
+                ip(&["-n", r, "route", "add", SPEAKER_NET_V4, "via", MID_R_V4]);
+                ip(&[
+                    "-n",
+                    r,
+                    "-6",
+                    "route",
+                    "add",
+                    SPEAKER_NET_V6,
+                    "via",
+                    MID_R_V6,
+                ]);
+                ip(&["-n", sp, "route", "add", "192.0.2.0/24", "via", MID_S_V4]);
+                ip(&[
+                    "-n",
+                    sp,
+                    "-6",
+                    "route",
+                    "add",
+                    "2001:db8:0:1::/64",
+                    "via",
+                    MID_S_V6,
+                ]);
+            }
+        }
+        lab
+    }
+
+    /// A veth pair, `{name}a` in `a.0` and `{name}b` in `b.0`, with the given IPv4 and IPv6
+    /// addresses, up.
+    fn veth(&mut self, name: &str, a: (&str, &str, &str), b: (&str, &str, &str)) {
+        let (da, db) = (format!("{name}a"), format!("{name}b"));
+        ip(&["link", "add", &da, "type", "veth", "peer", "name", &db]);
+        // Until both ends are in their namespaces, drop deletes the pair from the root one.
+        self.links.push(da.clone());
+        for (dev, (ns, _, _)) in [(&da, a), (&db, b)] {
+            ip(&["link", "set", dev, "netns", ns]);
+        }
+        self.links.pop();
+        for (dev, (ns, v4, v6)) in [(&da, a), (&db, b)] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
             ip(&[
                 "-n",
@@ -140,7 +283,6 @@ impl Lab {
             ]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
-        lab
     }
 
     /// A command run inside the router namespace.
@@ -164,15 +306,21 @@ impl Lab {
     /// Starts the daemon with `cfg`.
     pub fn start_router(&mut self, cfg: &RouterConfig) {
         let d = self.dir.display().to_string();
+        let ctx = config::Ctx {
+            speaker: self.speaker_v4,
+            router: ROUTER_V4,
+            topology: self.topology,
+            dir: &d,
+        };
         match self.daemon {
             Daemon::Gobgp => {
-                fs::write(self.dir.join("gobgpd.toml"), gobgp_config(cfg)).expect("config");
+                fs::write(self.dir.join("gobgpd.toml"), config::gobgp(cfg, &ctx)).expect("config");
                 let mut c = self.in_router("gobgpd");
                 c.args(["-t", "toml", "-f", &format!("{d}/gobgpd.toml")]);
                 self.spawn_logged(c, "gobgpd.log");
             }
             Daemon::Bird => {
-                fs::write(self.dir.join("bird.conf"), bird_config(cfg, &d)).expect("config");
+                fs::write(self.dir.join("bird.conf"), config::bird(cfg, &ctx)).expect("config");
                 let mut c = self.in_router("bird");
                 c.args([
                     "-f",
@@ -185,20 +333,24 @@ impl Lab {
                 self.spawn_logged(c, "bird.out");
             }
             Daemon::Frr => {
-                fs::write(self.dir.join("bgpd.conf"), frr_config(cfg, &d)).expect("config");
-                if cfg.bfd {
-                    // bgpd registers BFD sessions through zebra, which relays them to bfdd.
+                fs::write(self.dir.join("bgpd.conf"), config::frr(cfg, &ctx)).expect("config");
+                // bgpd registers BFD sessions through zebra, which relays them to bfdd; and a
+                // multi-hop peer is only dialled once zebra resolves a route to it.
+                let zebra = cfg.bfd || self.topology == Topology::Routed;
+                if zebra {
                     self.start_frr_helper("zebra", "");
                     let api = self.dir.join("zserv.api");
                     let up = wait_for(Duration::from_secs(10), || api.exists().then_some(()));
                     assert!(up.is_some(), "zebra did not start: {}", self.router_log());
+                }
+                if cfg.bfd {
                     self.start_frr_helper("bfdd", &format!("log file {d}/bfdd.log debugging\n"));
                 }
                 let mut c = self.in_router("/usr/lib/frr/bgpd");
                 // -S: no user switch (runs as root in a temp dir); -Z: no zebra (unless BFD
                 // needs it), routes are only looked at, never installed; -P 0: no TCP vty.
                 c.args(["-S", "-P", "0", "-f", &format!("{d}/bgpd.conf")]);
-                if !cfg.bfd {
+                if !zebra {
                     c.arg("-Z");
                 }
                 c.args(["-i", &format!("{d}/bgpd.pid"), "--vty_socket", &d]);
@@ -239,8 +391,9 @@ impl Lab {
         match self.daemon {
             Daemon::Gobgp => false,
             Daemon::Bird => self.cli(&["show", "bfd", "sessions"]).is_some_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with(SPEAKER_V4) && l.split_whitespace().nth(2) == Some("Up"))
+                s.lines().any(|l| {
+                    l.starts_with(self.speaker_v4) && l.split_whitespace().nth(2) == Some("Up")
+                })
             }),
             Daemon::Frr => self
                 .cli(&["show bfd peers json"])
@@ -248,7 +401,7 @@ impl Lab {
                 .and_then(|v| v.as_array().cloned())
                 .is_some_and(|a| {
                     a.iter()
-                        .any(|p| p["peer"] == SPEAKER_V4 && p["status"] == "up")
+                        .any(|p| p["peer"] == self.speaker_v4 && p["status"] == "up")
                 }),
         }
     }
@@ -317,57 +470,61 @@ impl Lab {
 
     /// Whether the daemon shows the session with the speaker as established.
     pub fn established(&self) -> bool {
+        let speaker = self.speaker_v4;
         match self.daemon {
             Daemon::Gobgp => self
-                .cli(&["neighbor", SPEAKER_V4, "-j"])
+                .cli(&["neighbor", speaker, "-j"])
                 .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
                 .is_some_and(|v| v["state"]["session_state"] == 6),
             Daemon::Bird => self
                 .cli(&["show", "protocols", "ferrolb"])
                 .is_some_and(|s| s.contains("Established")),
             Daemon::Frr => self
-                .cli(&[&format!("show bgp neighbors {SPEAKER_V4} json")])
+                .cli(&[&format!("show bgp neighbors {speaker} json")])
                 .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .is_some_and(|v| v[SPEAKER_V4]["bgpState"] == "Established"),
+                .is_some_and(|v| v[speaker]["bgpState"] == "Established"),
         }
     }
 
-    /// What the daemon's RIB holds for `prefix` (learned from the speaker), if anything.
+    /// What the daemon's RIB holds for `prefix` (learned from the speaker), if anything;
+    /// `None` also when the CLI failed (see [`Lab::lookup`] to tell the two apart).
     pub fn route(&self, prefix: &str) -> Option<Seen> {
+        self.lookup(prefix).ok().flatten()
+    }
+
+    /// Whether the daemon positively shows `prefix` as absent (the CLI answered).
+    pub fn route_absent(&self, prefix: &str) -> bool {
+        matches!(self.lookup(prefix), Ok(None))
+    }
+
+    /// What the daemon's RIB holds for `prefix`: `Err` if the CLI failed or its output could
+    /// not be read (a loaded machine makes vtysh or birdc time out now and then), so a gap
+    /// check never counts a failed query as a missing route.
+    pub fn lookup(&self, prefix: &str) -> Result<Option<Seen>, String> {
         let v6 = prefix.contains(':');
+        let fail = || format!("{:?}: CLI query for {prefix} failed", self.daemon);
         match self.daemon {
             Daemon::Gobgp => {
                 let fam = if v6 { "ipv6" } else { "ipv4" };
-                let s = self.cli(&["global", "rib", "-a", fam, "-j"])?;
-                let v: serde_json::Value = serde_json::from_str(&s).ok()?;
-                let path = v.get(prefix)?.get(0)?;
-                let mut seen = Seen::default();
-                for a in path["attrs"].as_array()? {
-                    match a["type"].as_u64() {
-                        Some(5) => seen.local_pref = a["value"].as_u64().map(|x| x as u32),
-                        Some(8) => {
-                            for c in a["communities"].as_array()? {
-                                let c = c.as_u64()?;
-                                seen.communities.push(format!("{}:{}", c >> 16, c & 0xFFFF));
-                            }
-                        }
-                        Some(32) => {
-                            for l in a["value"].as_array()? {
-                                seen.large.push(format!(
-                                    "{}:{}:{}",
-                                    l["ASN"], l["LocalData1"], l["LocalData2"]
-                                ));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Some(seen)
+                let s = self
+                    .cli(&["global", "rib", "-a", fam, "-j"])
+                    .ok_or_else(fail)?;
+                let v: serde_json::Value = serde_json::from_str(&s).map_err(|_| fail())?;
+                let Some(path) = v.get(prefix).and_then(|p| p.get(0)) else {
+                    return Ok(None);
+                };
+                gobgp_seen(path).map(Some).ok_or_else(fail)
             }
             Daemon::Bird => {
-                let s = self.cli(&["show", "route", "all", prefix])?;
+                let s = self
+                    .cli(&["show", "route", "all", prefix])
+                    .ok_or_else(fail)?;
                 if !s.contains(prefix) {
-                    return None;
+                    return if s.contains("Network not found") {
+                        Ok(None)
+                    } else {
+                        Err(fail())
+                    };
                 }
                 let mut seen = Seen::default();
                 for line in s.lines().map(str::trim) {
@@ -379,13 +536,17 @@ impl Lab {
                         seen.local_pref = r.trim().parse().ok();
                     }
                 }
-                Some(seen)
+                Ok(Some(seen))
             }
             Daemon::Frr => {
                 let fam = if v6 { "ipv6" } else { "ipv4" };
-                let s = self.cli(&[&format!("show bgp {fam} unicast {prefix} json")])?;
-                let v: serde_json::Value = serde_json::from_str(&s).ok()?;
-                let path = v["paths"].get(0)?;
+                let s = self
+                    .cli(&[&format!("show bgp {fam} unicast {prefix} json")])
+                    .ok_or_else(fail)?;
+                let v: serde_json::Value = serde_json::from_str(&s).map_err(|_| fail())?;
+                let Some(path) = v["paths"].get(0) else {
+                    return Ok(None);
+                };
                 let list = |k: &str| -> Vec<String> {
                     path[k]["list"]
                         .as_array()
@@ -396,11 +557,11 @@ impl Lab {
                         })
                         .unwrap_or_default()
                 };
-                Some(Seen {
+                Ok(Some(Seen {
                     communities: list("community"),
                     large: list("largeCommunity"),
                     local_pref: path["locPrf"].as_u64().map(|x| x as u32),
-                })
+                }))
             }
         }
     }
@@ -423,9 +584,9 @@ impl Lab {
             ])
             .args([
                 "--router-id",
-                SPEAKER_V4,
+                self.speaker_v4,
                 "--next-hop-v6",
-                SPEAKER_V6,
+                self.speaker_v6,
                 "--stdin",
             ])
             .args(["--connect-retry", "2"])
@@ -528,8 +689,16 @@ impl Drop for Lab {
         for c in &mut self.children {
             terminate(c);
         }
-        for ns in [&self.router_ns, &self.speaker_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        for ns in [&self.router_ns, &self.speaker_ns]
+            .into_iter()
+            .chain(self.mid_ns.as_ref())
+        {
+            if ns_exists(ns) {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+        for l in &self.links {
+            let _ = Command::new("ip").args(["link", "del", l]).status();
         }
         if std::thread::panicking() {
             println!("logs kept in {}", self.dir.display());
@@ -539,87 +708,28 @@ impl Drop for Lab {
     }
 }
 
-fn gobgp_config(c: &RouterConfig) -> String {
-    let pw = c
-        .password
-        .as_ref()
-        .map(|p| format!("    auth-password = \"{p}\"\n"))
-        .unwrap_or_default();
-    let mut s = format!(
-        "[global.config]\n  as = {}\n  router-id = \"{ROUTER_V4}\"\n  port = 179\n\
-         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{SPEAKER_V4}\"\n    peer-as = {}\n{pw}",
-        c.local_as, c.peer_as
-    );
-    if c.graceful_restart {
-        s += "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n";
-    }
-    for fam in ["ipv4-unicast", "ipv6-unicast"] {
-        s += &format!(
-            "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{fam}\"\n"
-        );
-        if c.graceful_restart {
-            s += "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n";
+/// What gobgp's JSON path shows.
+fn gobgp_seen(path: &serde_json::Value) -> Option<Seen> {
+    let mut seen = Seen::default();
+    for a in path["attrs"].as_array()? {
+        match a["type"].as_u64() {
+            Some(5) => seen.local_pref = a["value"].as_u64().map(|x| x as u32),
+            Some(8) => {
+                for c in a["communities"].as_array()? {
+                    let c = c.as_u64()?;
+                    seen.communities.push(format!("{}:{}", c >> 16, c & 0xFFFF));
+                }
+            }
+            Some(32) => {
+                for l in a["value"].as_array()? {
+                    seen.large.push(format!(
+                        "{}:{}:{}",
+                        l["ASN"], l["LocalData1"], l["LocalData2"]
+                    ));
+                }
+            }
+            _ => {}
         }
     }
-    s
-}
-
-fn bird_config(c: &RouterConfig, dir: &str) -> String {
-    let pw = c
-        .password
-        .as_ref()
-        .map(|p| format!("  password \"{p}\";\n"))
-        .unwrap_or_default();
-    // `direct`: the speaker is on the link, so iBGP next hops resolve without an IGP.
-    let direct = if c.local_as == c.peer_as {
-        "  direct;\n"
-    } else {
-        ""
-    };
-    let (bfd_proto, bfd) = if c.bfd {
-        (
-            "protocol bfd {\n  interface \"*\" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };\n}\n",
-            "  bfd on;\n",
-        )
-    } else {
-        ("", "")
-    };
-    let gr = if c.graceful_restart {
-        "  graceful restart on;\n"
-    } else {
-        ""
-    };
-    format!(
-        "router id {ROUTER_V4};\nlog \"{dir}/bird.log\" all;\nprotocol device {{}}\n{bfd_proto}\
-         protocol bgp ferrolb {{\n  local {ROUTER_V4} as {};\n  neighbor {SPEAKER_V4} as {};\n{pw}{direct}{bfd}{gr}\
-         \x20 ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
-        c.local_as, c.peer_as
-    )
-}
-
-fn frr_config(c: &RouterConfig, dir: &str) -> String {
-    let pw = c
-        .password
-        .as_ref()
-        .map(|p| format!(" neighbor {SPEAKER_V4} password {p}\n"))
-        .unwrap_or_default();
-    // bfdd's defaults are 300 ms x 3.
-    let bfd = if c.bfd {
-        format!(" neighbor {SPEAKER_V4} bfd\n")
-    } else {
-        String::new()
-    };
-    let gr = if c.graceful_restart {
-        " bgp graceful-restart\n"
-    } else {
-        ""
-    };
-    format!(
-        "frr defaults traditional\nhostname ferrolb-bgptest\nlog file {dir}/bgpd.log debugging\n\
-         router bgp {}\n bgp router-id {ROUTER_V4}\n no bgp ebgp-requires-policy\n{gr}\
-         \x20no bgp default ipv4-unicast\n neighbor {SPEAKER_V4} remote-as {}\n{pw}{bfd}\
-         \x20address-family ipv4 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family\n\
-         \x20address-family ipv6 unicast\n  neighbor {SPEAKER_V4} activate\n exit-address-family\n",
-        c.local_as, c.peer_as
-    )
+    Some(seen)
 }
