@@ -3,6 +3,7 @@
 mod bench;
 mod chart;
 mod controlplane;
+mod demo;
 mod deploy;
 mod r#gen; // `gen` is a reserved keyword in edition 2024
 mod gobuild;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The demo: lab up, FerroLB installed by its chart, a LoadBalancer Service answering through its EXTERNAL-IP, a node's speaker killed.
+    Demo,
     /// Regenerate the CRD YAML in charts/ferrolb/crds/ from the ferrolb-api types.
     Gen,
     /// Run helm (built from the Go module proxy) against the lab: `cargo xtask helm -- list -A`.
@@ -59,6 +62,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let root = repo_root();
     match Cli::parse().command {
+        Command::Demo => demo::run(&root),
         Command::Gen => r#gen::run(&root),
         Command::Helm { args } => {
             let helm = helm::build(&root)?;
