@@ -333,6 +333,8 @@ fn remove_plain_manifests(kubectl: &dyn Fn(&[&str]) -> Command) -> anyhow::Resul
             kind,
             name,
             "--ignore-not-found",
+            // Wait for the old pods too: the new speakers need their host ports.
+            "--cascade=foreground",
             "--wait=true",
         ]))?;
     }
