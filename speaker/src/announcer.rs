@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use ferrolb_api::{IPAddressPool, L2Advertisement};
 use ferrolb_core::announce::{
-    Action, Election, GratuitousSchedule, Inputs, InterfaceView, Mode, NodeName, NodeView, Plan,
-    Poll, diff, elect, plan::plan_from,
+    Action, Election, Eligibility, GratuitousSchedule, Ineligible, Inputs, InterfaceView, Mode,
+    NodeName, NodeView, Plan, Poll, diff, elect, plan::plan_from,
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -93,6 +93,8 @@ struct State {
     owners: BTreeMap<IpAddr, Option<NodeName>>,
     elections: BTreeMap<IpAddr, Election>,
     interfaces: Vec<Interface>,
+    /// IPs this node may not announce for want of a suitable interface, as last logged.
+    no_interface: BTreeMap<IpAddr, Ineligible>,
     metrics: SpeakerMetrics,
     out: Outputs,
 }
@@ -151,6 +153,7 @@ pub async fn run(
         owners: BTreeMap::new(),
         elections: BTreeMap::new(),
         interfaces: Vec::new(),
+        no_interface: BTreeMap::new(),
         metrics,
         out,
     };
@@ -247,6 +250,7 @@ impl State {
             mode: self.settings.mode,
         };
         let elections = elect(&inputs);
+        self.log_missing_interfaces(&me, &elections);
         let now = std::time::Instant::now();
         let desired = plan_from(&me, &elections, &self.plan, now);
         let actions = diff(&self.plan, &desired, now);
@@ -327,6 +331,39 @@ impl State {
                 self.schedules.insert(ip, (interface, gratuitous));
             }
         }
+    }
+
+    /// Says once per IP and reason why this node cannot answer for an IP for want of an
+    /// interface: other nodes assume it has one (ADR 0012), so this may be the only trace of
+    /// an IP nobody answers for (an advertisement naming an interface no node has).
+    fn log_missing_interfaces(&mut self, me: &NodeName, elections: &BTreeMap<IpAddr, Election>) {
+        let now: BTreeMap<IpAddr, Ineligible> = elections
+            .iter()
+            .filter_map(|(ip, e)| match e.eligibility(me) {
+                Some(Eligibility::Ineligible(
+                    r @ (Ineligible::NoListedInterface | Ineligible::NoInterfaceInSubnet),
+                )) => Some((*ip, *r)),
+                _ => None,
+            })
+            .collect();
+        for (ip, reason) in &now {
+            if self.no_interface.get(ip) != Some(reason) {
+                let have: Vec<&str> = self
+                    .interfaces
+                    .iter()
+                    .map(|i| i.view.name.as_str())
+                    .collect();
+                let assumed_owner = elections.get(ip).and_then(|e| e.owner.as_ref());
+                warn!(
+                    %ip,
+                    reason = ?reason,
+                    interfaces = ?have,
+                    assumed_owner = ?assumed_owner.map(NodeName::as_str),
+                    "cannot announce on this node: no suitable interface"
+                );
+            }
+        }
+        self.no_interface = now;
     }
 
     fn open(&mut self, interface: &str) {
