@@ -416,6 +416,12 @@ impl Lab {
 
     /// Runs the daemon's CLI; `None` if it failed.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let (ok, out) = self.cli_status(args);
+        ok.then_some(out)
+    }
+
+    /// Runs the daemon's CLI: whether it exited 0, and its output.
+    fn cli_status(&self, args: &[&str]) -> (bool, String) {
         let d = self.dir.display().to_string();
         let mut c = match self.daemon {
             Daemon::Gobgp => self.in_router("gobgp"),
@@ -445,9 +451,10 @@ impl Lab {
             }
         }
         let out = run(&mut c);
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// Everything the daemon logged so far.
@@ -516,15 +523,14 @@ impl Lab {
                 gobgp_seen(path).map(Some).ok_or_else(fail)
             }
             Daemon::Bird => {
-                let s = self
-                    .cli(&["show", "route", "all", prefix])
-                    .ok_or_else(fail)?;
-                if !s.contains(prefix) {
-                    return if s.contains("Network not found") {
-                        Ok(None)
-                    } else {
-                        Err(fail())
-                    };
+                // birdc exits 1 with `Network not found` for an absent prefix, so that
+                // output (after `BIRD x.y.z ready.`, i.e. connected) is the positive "absent".
+                let (ok, s) = self.cli_status(&["show", "route", "all", prefix]);
+                if s.contains("ready.") && s.contains("Network not found") {
+                    return Ok(None);
+                }
+                if !ok || !s.contains(prefix) {
+                    return Err(fail());
                 }
                 let mut seen = Seen::default();
                 for line in s.lines().map(str::trim) {
