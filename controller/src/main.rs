@@ -3,6 +3,7 @@
 
 mod convert;
 mod error;
+mod events;
 mod lease;
 mod metrics;
 mod reconcile;
@@ -18,7 +19,6 @@ use ferrolb_runtime::{CommonArgs, Daemon, Metrics, init_logging};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
@@ -127,13 +127,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let ctx = reconcile::Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "ferrolb-controller".to_owned(),
-                instance: Some(identity),
-            },
-        ),
+        recorder: events::Publisher::new(client.clone(), "ferrolb-controller".to_owned(), identity),
         client,
         services,
         namespaces,

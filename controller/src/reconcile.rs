@@ -6,7 +6,7 @@
 //! leader starts from an empty allocator, and the first pass rebuilds it from the Services'
 //! status, holders first: restarts and failovers are the ordinary code path.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,13 @@ use std::time::Duration;
 use ferrolb_api::IPAddressPool;
 use ferrolb_core::alloc::{Allocator, Pool, PoolsReport, ServiceKey};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::convert::{self, Selection};
@@ -52,7 +54,7 @@ pub struct Context {
     /// Only pools with this label are used (`--pool-selector`).
     pub pool_selector: Option<(String, String)>,
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub recorder: crate::events::Publisher,
     /// The controller's metrics.
     pub metrics: ControllerMetrics,
 }
@@ -67,6 +69,10 @@ impl std::fmt::Debug for Context {
 }
 
 /// Runs passes on every change while this replica leads, until `stop`.
+///
+/// A pass is in-memory work only: it queues the writes it finds, and this loop keeps up to
+/// [`CONCURRENCY`] of them in flight while passes go on. A Service created while writes are
+/// in flight is planned by the next pass (one debounce later), not after the slowest write.
 pub async fn run(
     ctx: Context,
     changed: Arc<Notify>,
@@ -84,32 +90,77 @@ pub async fn run(
         }
     }
     let mut leading: Option<Leading> = None;
-    let mut next = RESYNC;
+    let mut inflight = FuturesUnordered::new();
+    // Without election the sender is gone and `changed()` fails at once: stop asking.
+    let mut election_open = true;
+    // When the next pass runs: soon after a change, else a resync (or retry) later.
+    let mut pass_due: Option<Instant> = None;
+    let mut idle_until = Instant::now() + RESYNC;
+    // Passes are spaced by at least their own duration, so a stream of watch events
+    // (our own writes echo back) cannot keep the loop computing instead of writing.
+    let mut earliest = Instant::now();
+    ctx.metrics.set_leader(*leader.borrow());
     loop {
+        if let Some(state) = leading.as_mut()
+            && *leader.borrow()
+        {
+            while inflight.len() < CONCURRENCY {
+                let Some(write) = state.start_next() else {
+                    break;
+                };
+                inflight.push(execute(&ctx, write));
+            }
+        }
+        let deadline = pass_due.unwrap_or(idle_until);
         tokio::select! {
-            _ = changed.notified() => {}
-            _ = leader.changed() => {}
-            _ = tokio::time::sleep(next) => {}
+            _ = changed.notified() => {
+                pass_due.get_or_insert_with(|| (Instant::now() + DEBOUNCE).max(earliest));
+            }
+            result = leader.changed(), if election_open => {
+                if result.is_err() {
+                    election_open = false;
+                    continue;
+                }
+                let is_leader = *leader.borrow_and_update();
+                ctx.metrics.set_leader(is_leader);
+                if !is_leader {
+                    // Writes in flight are dropped (cancelled) with the state.
+                    inflight = FuturesUnordered::new();
+                    if leading.take().is_some() {
+                        info!("not leading: stopped writing");
+                    }
+                }
+                pass_due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+            }
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                if let Some(state) = leading.as_mut()
+                    && state.finish(&ctx, done) > 0
+                {
+                    // The failed write is planned again by the next pass.
+                    idle_until = idle_until.min(Instant::now() + RETRY);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                pass_due = None;
+                let is_leader = *leader.borrow();
+                ctx.metrics.set_leader(is_leader);
+                if !is_leader {
+                    idle_until = Instant::now() + RESYNC;
+                    continue;
+                }
+                let state = leading.get_or_insert_with(|| {
+                    info!("leading: rebuilding the allocator from the Services' status");
+                    Leading::default()
+                });
+                let started = Instant::now();
+                state.pass(&ctx);
+                let elapsed = started.elapsed();
+                debug!(?elapsed, queued = state.queue.len(), in_flight = inflight.len(), "pass done");
+                earliest = Instant::now() + elapsed;
+                idle_until = Instant::now() + RESYNC;
+            }
             _ = stop.wait() => return,
         }
-        tokio::time::sleep(DEBOUNCE).await;
-        let is_leader = *leader.borrow_and_update();
-        ctx.metrics.set_leader(is_leader);
-        if !is_leader {
-            if leading.take().is_some() {
-                info!("not leading: stopped writing");
-            }
-            next = RESYNC;
-            continue;
-        }
-        let state = leading.get_or_insert_with(|| {
-            info!("leading: rebuilding the allocator from the Services' status");
-            Leading::default()
-        });
-        let started = std::time::Instant::now();
-        let failures = state.pass(&ctx, &leader).await;
-        debug!(elapsed = ?started.elapsed(), failures, "pass done");
-        next = if failures > 0 { RETRY } else { RESYNC };
     }
 }
 
@@ -129,6 +180,74 @@ struct Leading {
     pool_names: HashSet<String>,
     /// UIDs of Services seen as ours during this leadership.
     seen_ours: HashSet<String>,
+    /// Writes planned by the last pass and not started yet (each pass replaces them).
+    queue: VecDeque<Write>,
+    /// Services and pools with a write in flight: passes leave them alone until it ends.
+    busy: HashSet<ServiceKey>,
+    busy_pools: HashSet<String>,
+}
+
+/// A write the loop runs concurrently with others and with later passes.
+enum Write {
+    Service(Box<ServiceWrite>),
+    Pool(PoolWrite),
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::Service(w) => write!(f, "Service({})", w.key),
+            Write::Pool(w) => write!(f, "Pool({})", w.name),
+        }
+    }
+}
+
+/// How a write ended.
+enum Done {
+    Service {
+        key: ServiceKey,
+        rv: Option<String>,
+        want: ServiceView,
+        errors: Vec<Error>,
+    },
+    Pool {
+        name: String,
+        rv: String,
+        want: ferrolb_api::IPAddressPoolStatus,
+        result: Result<(), Error>,
+    },
+}
+
+/// A pool status write.
+#[derive(Debug)]
+struct PoolWrite {
+    name: String,
+    rv: String,
+    want: ferrolb_api::IPAddressPoolStatus,
+}
+
+async fn execute(ctx: &Context, write: Write) -> Done {
+    match write {
+        Write::Service(w) => {
+            let errors = write_service(ctx, &w).await;
+            Done::Service {
+                rv: w.svc.metadata.resource_version.clone(),
+                key: w.key,
+                want: w.want,
+                errors,
+            }
+        }
+        Write::Pool(w) => {
+            let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
+            let result = status::write_pool_status(&api, &w.name, &w.want).await;
+            Done::Pool {
+                name: w.name,
+                rv: w.rv,
+                want: w.want,
+                result,
+            }
+        }
+    }
 }
 
 /// One write to a Service.
@@ -141,8 +260,8 @@ struct ServiceWrite {
 }
 
 impl Leading {
-    /// Recomputes everything; returns how many writes failed.
-    async fn pass(&mut self, ctx: &Context, leader: &watch::Receiver<bool>) -> usize {
+    /// Recomputes everything and replaces the queue with the writes that differ.
+    fn pass(&mut self, ctx: &Context) {
         let pool_objects: Vec<_> = ctx
             .pools
             .state()
@@ -173,15 +292,78 @@ impl Leading {
             self.pools = Some(pools);
         }
 
-        let writes = self.plan_services(ctx);
-        let mut failures = 0;
-        // Leadership is checked right before writing: a replica that lost it mid-pass
-        // must not act on what it computed.
-        if *leader.borrow() {
-            failures += self.write_services(ctx, writes).await;
-            failures += self.write_pools(ctx, &pool_objects, &invalid_pools).await;
+        let services = self.plan_services(ctx);
+        let pools = self.plan_pools(ctx, &pool_objects, &invalid_pools);
+        self.queue = services
+            .into_iter()
+            .map(|w| Write::Service(Box::new(w)))
+            .chain(pools.into_iter().map(Write::Pool))
+            .collect();
+    }
+
+    /// The next queued write, now marked as in flight.
+    fn start_next(&mut self) -> Option<Write> {
+        let write = self.queue.pop_front()?;
+        match &write {
+            Write::Service(w) => self.busy.insert(w.key.clone()),
+            Write::Pool(w) => self.busy_pools.insert(w.name.clone()),
+        };
+        Some(write)
+    }
+
+    /// Records how a write ended; returns how many of its requests failed.
+    fn finish(&mut self, ctx: &Context, done: Done) -> usize {
+        match done {
+            Done::Service {
+                key,
+                rv,
+                want,
+                errors,
+            } => {
+                self.busy.remove(&key);
+                if errors.is_empty() {
+                    if let Some(rv) = rv {
+                        self.written.insert(key, (rv, want));
+                    }
+                    return 0;
+                }
+                let failures = errors.len();
+                for err in errors {
+                    ctx.metrics.error(err.metric_label());
+                    if err.is_benign() {
+                        debug!(error = %err, "write raced with a change; the next pass redoes it");
+                    } else {
+                        warn!(error = %err, "write failed; retrying");
+                    }
+                }
+                self.written.remove(&key);
+                failures
+            }
+            Done::Pool {
+                name,
+                rv,
+                want,
+                result,
+            } => {
+                self.busy_pools.remove(&name);
+                match result {
+                    Ok(()) => {
+                        if self.pool_names.contains(&name) {
+                            self.written_pools.insert(name, (rv, want));
+                        }
+                        0
+                    }
+                    Err(err) => {
+                        ctx.metrics.error(err.metric_label());
+                        if !err.is_benign() {
+                            warn!(error = %err, "pool status write failed; retrying");
+                        }
+                        self.written_pools.remove(&name);
+                        1
+                    }
+                }
+            }
         }
-        failures
     }
 
     /// Runs the allocator over every Service and returns the writes that differ.
@@ -221,7 +403,7 @@ impl Leading {
                 if have.has_our_marks() && (was_ours || not_lb) {
                     let key = convert::service_key(&svc);
                     let want = ServiceView::default();
-                    if !self.already_written(&svc, &key, &want) {
+                    if !self.busy.contains(&key) && !self.already_written(&svc, &key, &want) {
                         let event = (!have.ingress.is_empty()).then(|| Event {
                             type_: EventType::Normal,
                             reason: "IPReleased".to_owned(),
@@ -316,7 +498,7 @@ impl Leading {
                     (want, event)
                 }
             };
-            if have == want || self.already_written(&svc, &key, &want) {
+            if have == want || self.busy.contains(&key) || self.already_written(&svc, &key, &want) {
                 continue;
             }
             writes.push(ServiceWrite {
@@ -338,55 +520,14 @@ impl Leading {
         }
     }
 
-    async fn write_services(&mut self, ctx: &Context, writes: Vec<ServiceWrite>) -> usize {
-        if writes.is_empty() {
-            return 0;
-        }
-        debug!(count = writes.len(), "writing Services");
-        let results: Vec<(ServiceKey, Option<String>, ServiceView, Vec<Error>)> =
-            futures::stream::iter(writes)
-                .map(|w| async move {
-                    let errors = write_service(ctx, &w).await;
-                    (
-                        w.key,
-                        w.svc.metadata.resource_version.clone(),
-                        w.want,
-                        errors,
-                    )
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-        let mut failures = 0;
-        for (key, rv, want, errors) in results {
-            if errors.is_empty() {
-                if let Some(rv) = rv {
-                    self.written.insert(key, (rv, want));
-                }
-                continue;
-            }
-            for err in errors {
-                ctx.metrics.error(err.metric_label());
-                if err.is_benign() {
-                    debug!(error = %err, "write raced with a change; the next pass redoes it");
-                } else {
-                    warn!(error = %err, "write failed; retrying");
-                }
-                failures += 1;
-            }
-            self.written.remove(&key);
-        }
-        failures
-    }
-
-    async fn write_pools(
+    /// Updates the pool metrics and returns the pool status writes that differ.
+    fn plan_pools(
         &mut self,
         ctx: &Context,
         pool_objects: &[Arc<IPAddressPool>],
         invalid: &HashMap<String, String>,
-    ) -> usize {
-        let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
-        let mut failures = 0;
+    ) -> Vec<PoolWrite> {
+        let mut writes = Vec::new();
         let mut names = HashSet::new();
         for pool in pool_objects {
             let name = pool.name_any();
@@ -422,31 +563,23 @@ impl Leading {
             {
                 continue;
             }
-            match status::write_pool_status(&api, &name, &want).await {
-                Ok(()) => {
-                    self.written_pools.insert(name, (rv, want));
-                }
-                Err(err) => {
-                    ctx.metrics.error(err.metric_label());
-                    if !err.is_benign() {
-                        warn!(error = %err, "pool status write failed; retrying");
-                    }
-                    failures += 1;
-                }
+            if self.busy_pools.contains(&name) {
+                continue;
             }
+            writes.push(PoolWrite { name, rv, want });
         }
         for gone in self.pool_names.difference(&names) {
             ctx.metrics.forget_pool(gone);
             self.written_pools.remove(gone);
         }
         self.pool_names = names;
-        failures
+        writes
     }
 }
 
 /// Status first (what `kubectl get svc` shows), then the annotation and the Event side by
-/// side: neither depends on the other, and a pass waits for its slowest write, so two round
-/// trips per Service instead of three shorten the wait of Services created meanwhile.
+/// side: neither depends on the other. Other Services' writes do not wait for either (each
+/// Service's write is its own future in the loop's in-flight set).
 async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
     let mut errors = Vec::new();
