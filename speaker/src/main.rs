@@ -8,7 +8,7 @@ mod report;
 mod views;
 mod wire;
 
-// The forwarder (speaker/src/forward.rs, another engineer's) declares `mod forward;` here.
+mod forward;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -85,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.common.log_level.as_deref(), args.common.log_format)?;
     let speaker_metrics = SpeakerMetrics::default();
-    let metrics = Metrics::new_with("speaker", |r| speaker_metrics.register(r));
+    let fwd_metrics = forward::ForwardMetrics::default();
+    let metrics = Metrics::new_with("speaker", |r| {
+        speaker_metrics.register(r);
+        fwd_metrics.register(r);
+    });
     let mut daemon =
         Daemon::start_with_metrics("speaker", &args.common, args.metrics_addr, metrics).await?;
     info!(
@@ -125,7 +129,21 @@ async fn main() -> anyhow::Result<()> {
 
     // The announcer owns the sender; the forwarder gets a receiver plus the two stores
     // (`stores.services`, `stores.slices`).
-    let (announced_tx, _announced_rx) = watch::channel(Announced::new());
+    let (announced_tx, announced_rx) = watch::channel(Announced::new());
+    // The forwarder re-plans every second as well as on every change of the announced
+    // IPs (the stores' change signal wakes one waiter, and that is the announcer).
+    let (fwd_stop_tx, fwd_stop_rx) = oneshot::channel::<()>();
+    let forwarder = tokio::spawn(forward::run(
+        announced_rx,
+        stores.services.clone(),
+        stores.slices.clone(),
+        None,
+        args.node_name.clone(),
+        fwd_metrics,
+        async move {
+            let _ = fwd_stop_rx.await;
+        },
+    ));
     let (reports_tx, reports_rx) = watch::channel(BTreeMap::new());
     let (takeovers_tx, takeovers_rx) = mpsc::unbounded_channel();
     let node = NodeName::from(args.node_name.as_str());
@@ -175,6 +193,9 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => {}
         Err(_) => warn!("announcer did not stop in time"),
     }
+    // Only now that nothing answers for the IPs any more does the forwarder remove its rules.
+    let _ = fwd_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(3), forwarder).await;
     // The reporter deletes this node's ServiceAnnouncements once its input closes.
     let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
     Ok(())
