@@ -39,7 +39,15 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 enum Seen {
     Reply(SystemTime, String),
     Gratuitous(SystemTime, String),
+    /// A probe (who-has the VIP from the client) on the LAN bridge, capture timestamp.
+    Probe(SystemTime),
+    /// An ARP reply for the VIP on the LAN bridge (from any node), capture timestamp.
+    WireReply(SystemTime),
 }
+
+/// How long after a SIGTERM probes are counted: past the speaker's 1.5 s handover grace and
+/// the heir's takeover, with slack.
+const TERM_WINDOW: Duration = Duration::from_secs(4);
 
 /// Runs the benchmark.
 pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
@@ -71,23 +79,35 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let rounds = result?;
     let mut report = serde_json::Map::new();
     println!(
-        "signal   n   kill→gratuitous p50/max (ms)   kill→answer p50/max (ms)   max reply gap (ms)"
+        "signal   n   kill→gratuitous p50/max (ms)   kill→answer p50/max (ms)   max reply gap (ms)   unanswered probes"
     );
     for (signal, rs) in &rounds {
         let mut g: Vec<Duration> = rs.iter().filter_map(|r| r.gratuitous).collect();
         let mut a: Vec<Duration> = rs.iter().filter_map(|r| r.answer).collect();
         let gap = rs.iter().map(|r| r.max_gap).max().unwrap_or_default();
+        let probes: usize = rs.iter().filter_map(|r| r.probes).map(|p| p.sent).sum();
+        let unanswered: usize = rs
+            .iter()
+            .filter_map(|r| r.probes)
+            .map(|p| p.unanswered)
+            .sum();
+        let counted = rs.iter().any(|r| r.probes.is_some());
         g.sort();
         a.sort();
         let f = |v: &[Duration], p: f64| percentile(v, p).map_or(f64::NAN, ms);
         println!(
-            "{signal:7} {:3}   {:8.0} / {:8.0}              {:8.0} / {:8.0}           {:8.0}",
+            "{signal:7} {:3}   {:8.0} / {:8.0}              {:8.0} / {:8.0}           {:8.0}   {}",
             rs.len(),
             f(&g, 0.5),
             f(&g, 1.0),
             f(&a, 0.5),
             f(&a, 1.0),
-            ms(gap)
+            ms(gap),
+            if counted {
+                format!("{unanswered} of {probes}")
+            } else {
+                "-".to_owned()
+            }
         );
         report.insert(
             signal.to_string(),
@@ -97,6 +117,12 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
                 "answer_ms": {"p50": f(&a, 0.5), "max": f(&a, 1.0), "all": a.iter().map(|d| ms(*d)).collect::<Vec<_>>()},
                 "max_reply_gap_ms": ms(gap),
                 "probe_interval_ms": ms(PROBE_INTERVAL),
+                "probes": if counted {
+                    json!({"window_ms": ms(TERM_WINDOW), "sent": probes, "unanswered": unanswered,
+                           "per_round": rs.iter().filter_map(|r| r.probes).map(|p| p.unanswered).collect::<Vec<_>>()})
+                } else {
+                    serde_json::Value::Null
+                },
             }),
         );
     }
@@ -110,6 +136,45 @@ struct Round {
     answer: Option<Duration>,
     /// Longest time without any answer from the kill until the new owner answered.
     max_gap: Duration,
+    /// Probes counted on the wire over [`TERM_WINDOW`] (SIGTERM rounds only).
+    probes: Option<ProbeCount>,
+}
+
+/// Probes seen on the LAN bridge after the signal and how many went unanswered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ProbeCount {
+    sent: usize,
+    unanswered: usize,
+}
+
+/// Counts probes sent in `[from, until)` and those unanswered: a probe is answered when a reply
+/// is seen on the wire after it and before the next probe goes out (probes leave every ~20 ms,
+/// a reply on the lab's veths takes well under a millisecond). The last probe of the window
+/// is not counted, its next one being outside it. Times are the capture's, so both sides of
+/// the comparison come from one clock.
+fn count_probes(
+    probes: &[SystemTime],
+    replies: &[SystemTime],
+    from: SystemTime,
+    until: SystemTime,
+) -> ProbeCount {
+    let mut probes: Vec<SystemTime> = probes.to_vec();
+    probes.sort();
+    let mut replies: Vec<SystemTime> = replies.to_vec();
+    replies.sort();
+    let mut count = ProbeCount::default();
+    for w in probes.windows(2) {
+        let (sent, next) = (w[0], w[1]);
+        if sent < from || next >= until {
+            continue;
+        }
+        count.sent += 1;
+        let first_after = replies.partition_point(|r| *r < sent);
+        if replies.get(first_after).is_none_or(|r| *r >= next) {
+            count.unanswered += 1;
+        }
+    }
+    count
 }
 
 fn measure(
@@ -129,10 +194,10 @@ fn measure(
             let pid = speaker_pid(&node).context("no speaker process on the owner")?;
             let killed = SystemTime::now();
             run::signal(pid, signal);
-            let r = watch(rx, &owner, killed);
+            let r = watch(rx, &owner, killed, signal == "TERM");
             eprintln!(
-                "SIG{signal} #{i} {node}: gratuitous {:?} answer {:?} max gap {:?}",
-                r.gratuitous, r.answer, r.max_gap
+                "SIG{signal} #{i} {node}: gratuitous {:?} answer {:?} max gap {:?} probes {:?}",
+                r.gratuitous, r.answer, r.max_gap, r.probes
             );
             rounds.push(r);
             // A fresh pod instead of the kubelet's growing restart back-off.
@@ -165,13 +230,25 @@ fn measure(
     Ok(out)
 }
 
-fn watch(rx: &mpsc::Receiver<Seen>, old: &str, killed: SystemTime) -> Round {
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// Watches one round; with `count`, for the whole [`TERM_WINDOW`] (plus capture lag) and
+/// counting probes, else until the new owner has sent a gratuitous packet and answered.
+fn watch(rx: &mpsc::Receiver<Seen>, old: &str, killed: SystemTime, count: bool) -> Round {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(5);
+    let window_end = start + TERM_WINDOW + Duration::from_millis(500);
     let (mut gratuitous, mut answer) = (None, None);
     let mut last_reply = killed;
     let mut max_gap = Duration::ZERO;
-    while Instant::now() < deadline && (gratuitous.is_none() || answer.is_none()) {
+    let (mut probes, mut wire_replies) = (Vec::new(), Vec::new());
+    let done = |g: &Option<Duration>, a: &Option<Duration>| {
+        g.is_some() && a.is_some() && (!count || Instant::now() >= window_end)
+    };
+    while Instant::now() < deadline.max(if count { window_end } else { deadline })
+        && !done(&gratuitous, &answer)
+    {
         match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Seen::Probe(at)) => probes.push(at),
+            Ok(Seen::WireReply(at)) => wire_replies.push(at),
             Ok(Seen::Reply(at, mac)) => {
                 if answer.is_none() {
                     max_gap = max_gap.max(at.duration_since(last_reply).unwrap_or_default());
@@ -191,6 +268,7 @@ fn watch(rx: &mpsc::Receiver<Seen>, old: &str, killed: SystemTime) -> Round {
         gratuitous,
         answer,
         max_gap,
+        probes: count.then(|| count_probes(&probes, &wire_replies, killed, killed + TERM_WINDOW)),
     }
 }
 
@@ -369,8 +447,8 @@ fn probe(tx: mpsc::Sender<Seen>) -> anyhow::Result<Vec<Child>> {
     Ok(children)
 }
 
-/// tcpdump on the LAN bridge: gratuitous ARP (sender IP = target IP = the VIP), with the
-/// capture's own timestamps.
+/// tcpdump on the LAN bridge: gratuitous ARP (sender IP = target IP = the VIP), the client's
+/// probes and every reply for the VIP, with the capture's own timestamps.
 fn capture(tx: mpsc::Sender<Seen>) -> anyhow::Result<Child> {
     let mut child = Command::new("ip")
         .args([
@@ -390,12 +468,11 @@ fn capture(tx: mpsc::Sender<Seen>) -> anyhow::Result<Child> {
         .stderr(Stdio::null())
         .spawn()?;
     let stdout = child.stdout.take().context("tcpdump stdout")?;
-    let needle = format!("who-has {VIP} tell {VIP}");
+    let gratuitous = format!("who-has {VIP} tell {VIP}");
+    let request = format!("who-has {VIP} tell ");
+    let reply = format!("Reply {VIP} is-at ");
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !line.contains(&needle) {
-                continue;
-            }
             let mut words = line.split_whitespace();
             let (Some(ts), Some(mac)) = (words.next(), words.next()) else {
                 continue;
@@ -404,10 +481,60 @@ fn capture(tx: mpsc::Sender<Seen>) -> anyhow::Result<Child> {
                 continue;
             };
             let at = UNIX_EPOCH + Duration::from_secs_f64(secs);
-            if tx.send(Seen::Gratuitous(at, mac.to_lowercase())).is_err() {
+            let mac = mac.to_lowercase();
+            let seen = if line.contains(&gratuitous) {
+                Seen::Gratuitous(at, mac)
+            } else if line.contains(&request) {
+                Seen::Probe(at)
+            } else if line.contains(&reply) && !line.contains("> ff:ff:ff:ff:ff:ff") {
+                // An answer to a probe (unicast to the client), not a gratuitous reply.
+                Seen::WireReply(at)
+            } else {
+                continue;
+            };
+            if tx.send(seen).is_err() {
                 return;
             }
         }
     });
     Ok(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_probe_is_answered_only_before_the_next_one() {
+        let probes = [t(0), t(20), t(40), t(60), t(80)];
+        // 0 answered, 20 not (its reply comes after 40 went out), 40 answered (late reply
+        // of 20 counts for 40), 60 answered twice; 80 is the last one and not counted.
+        let replies = [t(1), t(45), t(61), t(62)];
+        assert_eq!(
+            count_probes(&probes, &replies, t(0), t(1000)),
+            ProbeCount {
+                sent: 4,
+                unanswered: 1
+            }
+        );
+        // The window: only probes at 20 and 40 (60's next is at 80, outside).
+        assert_eq!(
+            count_probes(&probes, &replies, t(10), t(70)),
+            ProbeCount {
+                sent: 2,
+                unanswered: 1
+            }
+        );
+        assert_eq!(
+            count_probes(&probes, &[], t(0), t(1000)),
+            ProbeCount {
+                sent: 4,
+                unanswered: 4
+            }
+        );
+    }
 }
