@@ -469,7 +469,9 @@ fn capture(tx: mpsc::Sender<Seen>) -> anyhow::Result<Child> {
         .spawn()?;
     let stdout = child.stdout.take().context("tcpdump stdout")?;
     let gratuitous = format!("who-has {VIP} tell {VIP}");
-    let request = format!("who-has {VIP} tell ");
+    // iputils arping -b puts ff:ff:ff:ff:ff:ff in the target hardware address, which tcpdump
+    // prints: "who-has <VIP> (ff:ff:ff:ff:ff:ff) tell <client>".
+    let request = format!("who-has {VIP} ");
     let reply = format!("Reply {VIP} is-at ");
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
