@@ -33,7 +33,11 @@ impl Identity {
             .or_else(|| lookup("POD_NAMESPACE"))
             .unwrap_or_default();
         Self {
-            pod: get("POD_NAME"),
+            // echo-basic reads POD_NAME; without it, the pod's HOSTNAME (its name).
+            pod: lookup("POD_NAME")
+                .filter(|s| !s.is_empty())
+                .or_else(|| lookup("HOSTNAME"))
+                .unwrap_or_default(),
             namespace,
             node: get("NODE_NAME"),
             pod_ip: get("POD_IP"),

@@ -164,6 +164,11 @@ pub fn resolve(
     sources: &Sources,
 ) -> Result<Vec<(String, String)>, EnvError> {
     let mut vars: Vec<(String, String)> = service_vars(facts);
+    // Container runtimes set HOSTNAME to the pod's name (its UTS hostname); programs
+    // that name themselves by it expect it.
+    if let Some(name) = &pod.metadata.name {
+        vars.insert(0, ("HOSTNAME".into(), name.clone()));
+    }
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
         .iter_mut()
         .find(|(name, _)| *name == k)
