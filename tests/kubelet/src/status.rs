@@ -235,7 +235,10 @@ pub fn build(view: &PodView, prev: Option<&PodStatus>, now: Timestamp) -> PodSta
                 .collect(),
         ),
         start_time: Some(Time(view.start_time)),
-        qos_class: Some("BestEffort".into()),
+        // The API server sets the QoS class at creation and refuses any change to it.
+        qos_class: prev
+            .and_then(|p| p.qos_class.clone())
+            .or_else(|| Some("BestEffort".into())),
         ..Default::default()
     }
 }
