@@ -147,11 +147,12 @@ struct ProbeCount {
     unanswered: usize,
 }
 
-/// Counts probes sent in `[from, until)` and those unanswered: a probe is answered when a reply
-/// is seen on the wire after it and before the next probe goes out (probes leave every ~20 ms,
-/// a reply on the lab's veths takes well under a millisecond). The last probe of the window
-/// is not counted, its next one being outside it. Times are the capture's, so both sides of
-/// the comparison come from one clock.
+/// Counts probes sent in `[from, until)` and those unanswered: a probe is answered when a
+/// reply is seen on the wire before the next probe is due ([`PROBE_INTERVAL`] after it), each
+/// reply answering one probe, first come first served. The 50 arpings drift against each
+/// other, so two probes can leave a millisecond apart: the deadline is the schedule's, not the
+/// next probe actually seen. Probes due to be answered after `until` are not counted. Times
+/// are the capture's, so both sides of the comparison come from one clock.
 fn count_probes(
     probes: &[SystemTime],
     replies: &[SystemTime],
@@ -163,14 +164,22 @@ fn count_probes(
     let mut replies: Vec<SystemTime> = replies.to_vec();
     replies.sort();
     let mut count = ProbeCount::default();
-    for w in probes.windows(2) {
-        let (sent, next) = (w[0], w[1]);
-        if sent < from || next >= until {
+    let mut next_reply = 0;
+    for sent in probes {
+        let due = sent + PROBE_INTERVAL;
+        // Replies before this probe answered earlier ones (or none): skip them.
+        while replies.get(next_reply).is_some_and(|r| *r < sent) {
+            next_reply += 1;
+        }
+        let answered = replies.get(next_reply).is_some_and(|r| *r < due);
+        if answered {
+            next_reply += 1;
+        }
+        if sent < from || due > until {
             continue;
         }
         count.sent += 1;
-        let first_after = replies.partition_point(|r| *r < sent);
-        if replies.get(first_after).is_none_or(|r| *r >= next) {
+        if !answered {
             count.unanswered += 1;
         }
     }
@@ -511,31 +520,39 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_is_answered_only_before_the_next_one() {
-        let probes = [t(0), t(20), t(40), t(60), t(80)];
-        // 0 answered, 20 not (its reply comes after 40 went out), 40 answered (late reply
-        // of 20 counts for 40), 60 answered twice; 80 is the last one and not counted.
-        let replies = [t(1), t(45), t(61), t(62)];
+    fn a_probe_is_answered_by_one_reply_before_it_is_due() {
+        let probes = [t(0), t(20), t(40), t(41), t(60), t(80), t(1000)];
+        // 0 answered at 1; 20 not (nothing in [20, 40)); 40 and 41 each by one of 45 and 50;
+        // 60 by 61 (62 is spare); 80 only at 100, its deadline: unanswered; 1000 outside.
+        let replies = [t(1), t(45), t(50), t(61), t(62), t(100)];
         assert_eq!(
-            count_probes(&probes, &replies, t(0), t(1000)),
+            count_probes(&probes, &replies, t(0), t(200)),
             ProbeCount {
-                sent: 4,
-                unanswered: 1
+                sent: 6,
+                unanswered: 2
             }
         );
-        // The window: only probes at 20 and 40 (60's next is at 80, outside).
+        // Two probes close together, one reply: one of them is unanswered.
         assert_eq!(
-            count_probes(&probes, &replies, t(10), t(70)),
+            count_probes(&[t(40), t(41)], &[t(45)], t(0), t(200)),
             ProbeCount {
                 sent: 2,
                 unanswered: 1
             }
         );
+        // The window: probes at 20, 40, 41 and 60 (80 is due at 100, outside).
         assert_eq!(
-            count_probes(&probes, &[], t(0), t(1000)),
+            count_probes(&probes, &replies, t(10), t(90)),
             ProbeCount {
                 sent: 4,
-                unanswered: 4
+                unanswered: 1
+            }
+        );
+        assert_eq!(
+            count_probes(&probes, &[], t(0), t(200)),
+            ProbeCount {
+                sent: 6,
+                unanswered: 6
             }
         );
     }
