@@ -90,7 +90,10 @@ pub async fn run(
         }
     }
     let mut leading: Option<Leading> = None;
+    // Status writes (what makes an IP visible), at most CONCURRENCY at once; then each
+    // Service's annotation and Event, which do not hold up other Services' status writes.
     let mut inflight = FuturesUnordered::new();
+    let mut followups = FuturesUnordered::new();
     // Without election the sender is gone and `changed()` fails at once: stop asking.
     let mut election_open = true;
     // When the next pass runs: soon after a change, else a resync (or retry) later.
@@ -104,7 +107,7 @@ pub async fn run(
         if let Some(state) = leading.as_mut()
             && *leader.borrow()
         {
-            while inflight.len() < CONCURRENCY {
+            while inflight.len() < CONCURRENCY && followups.len() < 2 * CONCURRENCY {
                 let Some(write) = state.start_next() else {
                     break;
                 };
@@ -126,6 +129,7 @@ pub async fn run(
                 if !is_leader {
                     // Writes in flight are dropped (cancelled) with the state.
                     inflight = FuturesUnordered::new();
+                    followups = FuturesUnordered::new();
                     if leading.take().is_some() {
                         info!("not leading: stopped writing");
                     }
@@ -133,6 +137,15 @@ pub async fn run(
                 pass_due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
+                if let Done::StatusWritten(w) = done {
+                    followups.push(follow_up(&ctx, w));
+                } else if let Some(state) = leading.as_mut()
+                    && state.finish(&ctx, done) > 0
+                {
+                    idle_until = idle_until.min(Instant::now() + RETRY);
+                }
+            }
+            Some(done) = followups.next(), if !followups.is_empty() => {
                 if let Some(state) = leading.as_mut()
                     && state.finish(&ctx, done) > 0
                 {
@@ -204,6 +217,8 @@ impl std::fmt::Debug for Write {
 
 /// How a write ended.
 enum Done {
+    /// The status is written; the annotation and Event follow.
+    StatusWritten(Box<ServiceWrite>),
     Service {
         key: ServiceKey,
         rv: Option<String>,
@@ -228,15 +243,16 @@ struct PoolWrite {
 
 async fn execute(ctx: &Context, write: Write) -> Done {
     match write {
-        Write::Service(w) => {
-            let errors = write_service(ctx, &w).await;
-            Done::Service {
+        Write::Service(w) => match write_status(ctx, &w).await {
+            Ok(()) => Done::StatusWritten(w),
+            // Without the status the rest would say something untrue.
+            Err(err) => Done::Service {
                 rv: w.svc.metadata.resource_version.clone(),
                 key: w.key,
                 want: w.want,
-                errors,
-            }
-        }
+                errors: vec![err],
+            },
+        },
         Write::Pool(w) => {
             let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
             let result = status::write_pool_status(&api, &w.name, &w.want).await;
@@ -314,6 +330,11 @@ impl Leading {
     /// Records how a write ended; returns how many of its requests failed.
     fn finish(&mut self, ctx: &Context, done: Done) -> usize {
         match done {
+            Done::StatusWritten(w) => {
+                // Not reached: the loop turns it into a follow-up.
+                self.busy.remove(&w.key);
+                0
+            }
             Done::Service {
                 key,
                 rv,
@@ -577,19 +598,20 @@ impl Leading {
     }
 }
 
-/// Status first (what `kubectl get svc` shows), then the annotation and the Event side by
-/// side: neither depends on the other. Other Services' writes do not wait for either (each
-/// Service's write is its own future in the loop's in-flight set).
-async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
+/// The status (what `kubectl get svc` shows) when it differs. It holds one of the
+/// [`CONCURRENCY`] slots; the annotation and Event then follow outside them.
+async fn write_status(ctx: &Context, w: &ServiceWrite) -> Result<(), Error> {
+    if !status::status_differs(&w.have, &w.want) {
+        return Ok(());
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
+    status::write_service_status(&api, &w.svc, &w.want).await
+}
+
+/// After the status: the annotation and the Event, side by side.
+async fn follow_up(ctx: &Context, w: Box<ServiceWrite>) -> Done {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
     let mut errors = Vec::new();
-    if status::status_differs(&w.have, &w.want)
-        && let Err(err) = status::write_service_status(&api, &w.svc, &w.want).await
-    {
-        // Without the status the rest would say something untrue.
-        errors.push(err);
-        return errors;
-    }
     let annotation = async {
         if w.have.pool_annotation != w.want.pool_annotation {
             status::write_pool_annotation(&api, &w.svc, w.want.pool_annotation.as_deref()).await
@@ -624,7 +646,12 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Vec<Error> {
         condition = ?w.want.condition.as_ref().map(|c| (&c.0, &c.1)),
         "service updated"
     );
-    errors
+    Done::Service {
+        rv: w.svc.metadata.resource_version.clone(),
+        key: w.key,
+        want: w.want,
+        errors,
+    }
 }
 
 fn ingress_addrs(view: &ServiceView) -> Vec<IpAddr> {
