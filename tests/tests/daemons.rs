@@ -29,11 +29,78 @@ fn controller_starts_gets_ready_and_stops_on_sigterm() {
 #[test]
 #[ignore = "needs the lab control plane: run cargo xtask test"]
 fn speaker_starts_gets_ready_and_stops_on_sigterm() {
+    // The speaker needs its own Node: a fixture that nothing is scheduled to.
+    let _node = NodeFixture::create("ferrolb-e2e-node");
+    let memberlist = free_addr().port().to_string();
     starts_gets_ready_and_stops(
         "ferrolb-speaker",
-        &["--node-name", "ferrolb-e2e-node"],
+        &[
+            "--node-name",
+            "ferrolb-e2e-node",
+            "--memberlist-port",
+            &memberlist,
+        ],
         Format::Text,
     );
+}
+
+/// A Node object for a daemon under test, deleted again on drop. Unschedulable and
+/// tainted, so no workload lands on a node that has no kubelet.
+struct NodeFixture(String);
+
+impl NodeFixture {
+    fn create(name: &str) -> Self {
+        let manifest = format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}"}}}},"spec":{{"unschedulable":true,"taints":[{{"key":"ferrolb.io/e2e","effect":"NoExecute"}}]}}}}"#
+        );
+        let mut child = kubectl(&["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write manifest");
+        assert!(
+            child.wait().expect("kubectl").success(),
+            "creating Node {name}"
+        );
+        // The speaker runs its membership on the Node's InternalIP: loopback, here.
+        let status = r#"{"status":{"addresses":[{"type":"InternalIP","address":"127.0.0.1"}]}}"#;
+        assert!(
+            kubectl(&[
+                "patch",
+                "node",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                status
+            ])
+            .status()
+            .expect("kubectl")
+            .success(),
+            "setting Node {name}'s address"
+        );
+        Self(name.to_string())
+    }
+}
+
+impl Drop for NodeFixture {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "node", &self.0, "--wait=false"]).status();
+    }
+}
+
+/// The lab's kubectl (target/lab/bin/kubectl) with the lab's kubeconfig.
+fn kubectl(args: &[&str]) -> Command {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lab/bin/kubectl");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--kubeconfig").arg(lab_kubeconfig()).args(args);
+    cmd.stdout(Stdio::null());
+    cmd
 }
 
 #[test]
@@ -89,7 +156,34 @@ enum Format {
     Json,
 }
 
+/// The daemons watch FerroLB's CRDs: they must exist (other tests may not have run first).
+fn ensure_crds() {
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
+    let crds = crds.to_str().expect("utf-8 path");
+    assert!(
+        kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds])
+            .status()
+            .expect("kubectl")
+            .success(),
+        "applying the CRDs"
+    );
+    assert!(
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "-f",
+            crds
+        ])
+        .status()
+        .expect("kubectl")
+        .success(),
+        "waiting for the CRDs"
+    );
+}
+
 fn starts_gets_ready_and_stops(binary: &str, extra: &[&str], format: Format) {
+    ensure_crds();
     let kubeconfig = lab_kubeconfig();
     let mut daemon = Daemon::start(binary, &kubeconfig, extra, format);
 
