@@ -216,17 +216,14 @@ pub fn selector(s: &LabelSelector) -> Result<alloc::LabelSelector, String> {
         .iter()
         .flatten()
         .map(|e| {
-            let operator = match e.operator.as_str() {
-                "In" => alloc::Operator::In,
-                "NotIn" => alloc::Operator::NotIn,
-                "Exists" => alloc::Operator::Exists,
-                "DoesNotExist" => alloc::Operator::DoesNotExist,
+            let key = e.key.clone();
+            let values = e.values.iter().flatten().cloned().collect();
+            Ok(match e.operator.as_str() {
+                "In" => alloc::Requirement::In(key, values),
+                "NotIn" => alloc::Requirement::NotIn(key, values),
+                "Exists" => alloc::Requirement::Exists(key),
+                "DoesNotExist" => alloc::Requirement::DoesNotExist(key),
                 other => return Err(format!("unknown operator {other:?}")),
-            };
-            Ok(alloc::Requirement {
-                key: e.key.clone(),
-                operator,
-                values: e.values.clone().unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -394,8 +391,8 @@ spec:
         assert_eq!(p.allocation.priority, Some(5));
         assert_eq!(p.allocation.namespaces, vec!["shop".to_owned()]);
         assert_eq!(
-            p.allocation.service_selectors[0].match_expressions[0].operator,
-            alloc::Operator::In
+            p.allocation.service_selectors[0].match_expressions[0],
+            alloc::Requirement::In("tier".into(), ["front".to_owned()].into())
         );
 
         let mut bad = crd.clone();

@@ -5,3 +5,8 @@ pub mod bfd;
 pub mod bgp;
 pub mod forward;
 pub mod l2;
+pub mod selector;
+pub mod service;
+
+pub use selector::{LabelSelector, Requirement};
+pub use service::ServiceKey;

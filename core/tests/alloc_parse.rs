@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_core::alloc::{
-    AddressRange, Family, LabelSelector, Operator, PoolEntryError, RequestError, Requirement,
-    is_buggy_ip, parse_pool_entry, parse_requested_ips,
+    AddressRange, Family, LabelSelector, PoolEntryError, RequestError, Requirement, is_buggy_ip,
+    parse_pool_entry, parse_requested_ips,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -173,15 +173,15 @@ fn match_labels() {
     assert!(!s.matches(&labels(&[])));
 }
 
-fn expr(key: &str, operator: Operator, values: &[&str]) -> LabelSelector {
+fn expr(requirement: Requirement) -> LabelSelector {
     LabelSelector {
-        match_expressions: vec![Requirement {
-            key: key.into(),
-            operator,
-            values: values.iter().map(|v| v.to_string()).collect(),
-        }],
+        match_expressions: vec![requirement],
         ..Default::default()
     }
+}
+
+fn values(vs: &[&str]) -> std::collections::BTreeSet<String> {
+    vs.iter().map(|v| v.to_string()).collect()
 }
 
 #[test]
@@ -189,19 +189,19 @@ fn match_expressions() {
     let web = labels(&[("tier", "web")]);
     let db = labels(&[("tier", "db")]);
     let none = labels(&[]);
-    let in_ = expr("tier", Operator::In, &["web", "api"]);
+    let in_ = expr(Requirement::In("tier".into(), values(&["web", "api"])));
     assert!(in_.matches(&web) && !in_.matches(&db) && !in_.matches(&none));
-    let not_in = expr("tier", Operator::NotIn, &["web"]);
+    let not_in = expr(Requirement::NotIn("tier".into(), values(&["web"])));
     assert!(!not_in.matches(&web) && not_in.matches(&db) && not_in.matches(&none));
-    let exists = expr("tier", Operator::Exists, &[]);
+    let exists = expr(Requirement::Exists("tier".into()));
     assert!(exists.matches(&web) && !exists.matches(&none));
-    let absent = expr("tier", Operator::DoesNotExist, &[]);
+    let absent = expr(Requirement::DoesNotExist("tier".into()));
     assert!(!absent.matches(&web) && absent.matches(&none));
 }
 
 #[test]
 fn labels_and_expressions_all_must_hold() {
-    let mut s = expr("tier", Operator::In, &["web"]);
+    let mut s = expr(Requirement::In("tier".into(), values(&["web"])));
     s.match_labels = labels(&[("env", "prod")]);
     assert!(s.matches(&labels(&[("tier", "web"), ("env", "prod")])));
     assert!(!s.matches(&labels(&[("tier", "web"), ("env", "dev")])));

@@ -38,13 +38,13 @@ mod errors;
 mod pool;
 mod range;
 mod request;
-mod selector;
 mod state;
 mod table;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+pub use crate::selector::{LabelSelector, Requirement};
 pub use errors::AllocError;
 pub use pool::{AutoAssign, BuggyIps, Pool, PoolAllocation};
 pub use range::{AddressRange, Family, PoolEntryError, is_buggy_ip, parse_pool_entry};
@@ -52,7 +52,6 @@ pub use request::{
     FamilyPolicy, FamilyRequest, Protocol, RequestError, ServiceKey, ServiceRequest,
     parse_requested_ips,
 };
-pub use selector::{LabelSelector, Operator, Requirement};
 
 use state::State;
 

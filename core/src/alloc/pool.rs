@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::range::{AddressRange, Family, is_buggy_ip};
-use super::selector::LabelSelector;
+use crate::selector::LabelSelector;
 
 /// Whether a pool hands out addresses to Services that did not ask for it by name or IP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

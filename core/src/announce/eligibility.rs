@@ -1,8 +1,8 @@
 //! Which nodes may announce an IP, and on which interface, with a typed reason for every node
 //! that may not. The inputs are plain views the speaker fills from its watches.
 
-use super::selector::LabelSelector;
 use super::{NodeName, ServiceKey};
+use crate::selector::LabelSelector;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

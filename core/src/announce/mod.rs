@@ -9,8 +9,8 @@ pub mod eligibility;
 pub mod hash;
 pub mod owner;
 pub mod plan;
-pub mod selector;
 
+pub use crate::selector::{LabelSelector, Requirement};
 pub use eligibility::{
     Eligibility, Ineligible, InterfaceView, L2AdvView, NodeView, ServiceView, TrafficPolicy,
     eligible_nodes,
@@ -19,7 +19,6 @@ pub use owner::{Mode, assign, owner};
 pub use plan::{
     Action, Announcement, Election, GratuitousSchedule, Inputs, Plan, Poll, diff, elect, plan,
 };
-pub use selector::{LabelSelector, Requirement};
 
 use std::fmt;
 
@@ -58,27 +57,4 @@ impl From<String> for NodeName {
     }
 }
 
-/// A Service's namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct ServiceKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ServiceKey {
-    /// A key from namespace and name.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use crate::service::ServiceKey;

@@ -1,9 +1,10 @@
-//! A Kubernetes label selector as plain data: `matchLabels` and `matchExpressions`.
+//! A Kubernetes label selector as plain data: `matchLabels` and `matchExpressions`, with
+//! Kubernetes matching semantics. Pools (allocation) and advertisements (announcing) use it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One `matchExpressions` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Requirement {
     /// The label is present with one of the values (no values: matches nothing).
     In(String, BTreeSet<String>),
@@ -28,7 +29,7 @@ impl Requirement {
 }
 
 /// A label selector; the empty selector matches everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LabelSelector {
     /// Labels that must be present with exactly these values.
     pub match_labels: BTreeMap<String, String>,
