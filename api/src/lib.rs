@@ -8,6 +8,7 @@ mod bgp;
 mod l2;
 mod pool;
 mod schema;
+pub mod service;
 
 pub use announcement::{AnnouncementProtocol, ServiceAnnouncement, ServiceAnnouncementSpec};
 pub use bgp::{

@@ -113,18 +113,8 @@ pub struct IPAddressPoolStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Address counts of one pool, exact, as the allocator knows them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolCounts {
-    /// IPv4 addresses held by Services.
-    pub assigned_v4: u128,
-    /// IPv6 addresses held by Services.
-    pub assigned_v6: u128,
-    /// IPv4 addresses still free.
-    pub available_v4: u128,
-    /// IPv6 addresses still free.
-    pub available_v6: u128,
-}
+/// Address counts of one pool, exact, as the allocator reports them.
+pub use ferrolb_core::alloc::PoolCounts;
 
 impl IPAddressPoolStatus {
     /// Sets the four counters (saturating at `i64::MAX`) and the exact summaries.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ferrolb_api::IPAddressPool;
 use ferrolb_core::alloc::{
     self, AllocError, Family, FamilyPolicy, FamilyRequest, Pool, PoolAllocation, Protocol,
-    ServiceKey, ServiceRequest,
+    ServiceRequest,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -45,28 +45,7 @@ impl Selection {
     }
 }
 
-/// The key of a Service.
-pub fn service_key(svc: &Service) -> ServiceKey {
-    ServiceKey::new(
-        svc.metadata.namespace.clone().unwrap_or_default(),
-        svc.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-/// The IPs in `status.loadBalancer.ingress`, in order; entries without a valid IP are skipped.
-pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| {
-            ingress
-                .iter()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use ferrolb_api::service::{ingress_ips, key as service_key};
 
 /// Builds the allocator's request from a Service and its namespace's labels.
 ///
@@ -257,7 +236,7 @@ status:
     fn basic_service_becomes_a_request() {
         let labels = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
         let req = service_request(&svc(BASIC), &labels).unwrap();
-        assert_eq!(req.key, ServiceKey::new("shop", "web"));
+        assert_eq!(req.key, alloc::ServiceKey::new("shop", "web"));
         assert_eq!(req.namespace_labels, labels);
         assert_eq!(req.service_labels["app"], "web");
         assert_eq!(req.families, FamilyRequest::v4());

@@ -559,12 +559,7 @@ impl Leading {
             ctx.metrics
                 .pool(&name, "ipv6", counts.assigned_v6, counts.available_v6);
             let view = PoolView {
-                counts: ferrolb_api::PoolCounts {
-                    assigned_v4: counts.assigned_v4,
-                    assigned_v6: counts.assigned_v6,
-                    available_v4: counts.available_v4,
-                    available_v6: counts.available_v6,
-                },
+                counts,
                 invalid: invalid.get(&name).cloned(),
                 overlapping: self
                     .report

@@ -65,14 +65,7 @@ pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
     if !is_lb {
         return Vec::new();
     }
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
+    ferrolb_api::service::ingress_ips(svc)
 }
 
 /// Converts every LoadBalancer Service with an ingress IP in `announced` (the IPs this node

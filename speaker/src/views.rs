@@ -80,28 +80,7 @@ pub fn pool_of(ip: IpAddr, pools: &[PoolRanges]) -> Option<&str> {
         .map(|p| p.name.as_str())
 }
 
-/// The key of a Service.
-pub fn service_key(svc: &Service) -> ServiceKey {
-    ServiceKey::new(
-        svc.metadata.namespace.clone().unwrap_or_default(),
-        svc.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-/// The IPs in `status.loadBalancer.ingress`; entries without a valid IP are skipped.
-pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| {
-            ingress
-                .iter()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use ferrolb_api::service::{ingress_ips, key as service_key};
 
 /// Nodes with at least one ready endpoint, per Service, from EndpointSlices.
 pub fn ready_nodes(

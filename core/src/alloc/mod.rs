@@ -113,7 +113,7 @@ impl PoolsReport {
     }
 }
 
-/// Exact address counts of one pool; same fields as `ferrolb_api::PoolCounts`.
+/// Exact address counts of one pool (what `ferrolb_api::IPAddressPoolStatus::set_counts` takes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolCounts {
     /// IPv4 addresses held by Services (from this pool).

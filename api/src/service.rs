@@ -1,0 +1,53 @@
+//! Reading a core/v1 Service in FerroLB's terms: what the controller, the speaker and the
+//! forwarder all need from it.
+
+use std::net::IpAddr;
+
+use ferrolb_core::ServiceKey;
+use k8s_openapi::api::core::v1::Service;
+
+/// The Service's namespace and name.
+pub fn key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(
+        svc.metadata.namespace.clone().unwrap_or_default(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The IPs in `status.loadBalancer.ingress`, in order; entries without a valid IP are skipped.
+pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_and_ingress_ips_of_a_service() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web"},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.10"}, {"hostname": "lb.example"}, {"ip": "bogus"},
+                {"ip": "2001:db8::10"}
+            ]}}
+        }))
+        .unwrap();
+        assert_eq!(key(&svc), ServiceKey::new("shop", "web"));
+        assert_eq!(
+            ingress_ips(&svc),
+            vec![
+                "192.0.2.10".parse::<IpAddr>().unwrap(),
+                "2001:db8::10".parse().unwrap()
+            ]
+        );
+        assert!(ingress_ips(&Service::default()).is_empty());
+    }
+}
