@@ -2,71 +2,13 @@
 //! pools serve a Service, requested IPs, keeping current IPs (sharing, families, pool changes,
 //! counts and restarts are in `alloc_lifecycle.rs`).
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
 use ferrolb_core::alloc::{
     AllocError, Allocator, AutoAssign, BuggyIps, Family, FamilyPolicy, FamilyRequest,
-    LabelSelector, Pool, PoolCounts, Protocol, RequestError, ServiceKey, ServiceRequest,
-    parse_pool_entry,
+    LabelSelector, PoolCounts, RequestError, ServiceRequest,
 };
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn pool(name: &str, entries: &[&str]) -> Pool {
-    Pool::new(
-        name,
-        entries
-            .iter()
-            .map(|e| parse_pool_entry(e).unwrap())
-            .collect(),
-    )
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn req(name: &str) -> ServiceRequest {
-    ServiceRequest::new("default", name)
-}
-
-fn key(name: &str) -> ServiceKey {
-    ServiceKey::new("default", name)
-}
-
-fn alloc(pools: Vec<Pool>) -> Allocator {
-    let mut a = Allocator::new();
-    a.set_pools(pools);
-    a
-}
-
-/// Assigns and returns the addresses, panicking with the error's message on failure.
-fn ips(a: &mut Allocator, r: &ServiceRequest) -> Vec<IpAddr> {
-    a.assign(r)
-        .unwrap_or_else(|e| panic!("{}: {e}", r.key))
-        .addresses()
-}
-
-fn shared(name: &str, sharing_key: &str, ports: &[u16]) -> ServiceRequest {
-    ServiceRequest {
-        sharing_key: Some(sharing_key.into()),
-        ports: ports.iter().map(|p| (Protocol::Tcp, *p)).collect(),
-        ..req(name)
-    }
-}
-
-fn dual(name: &str, policy: FamilyPolicy) -> ServiceRequest {
-    ServiceRequest {
-        families: FamilyRequest::new(policy, &[Family::V4, Family::V6]),
-        ..req(name)
-    }
-}
+mod alloc_support;
+use alloc_support::*;
 
 // ---- picking addresses ----------------------------------------------------------------------
 
