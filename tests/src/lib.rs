@@ -24,6 +24,24 @@ pub fn kubeconfig_path() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/lab/kubeconfig"))
 }
 
+/// A binary of this workspace, `target/<profile>/<name>`, next to the running test
+/// executable's `deps/` folder. The test command builds them first
+/// (`cargo build --workspace --bins`).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before this test",
+        path.display()
+    );
+    path
+}
+
 /// A client for the lab's API server, from [`kubeconfig_path`].
 pub async fn client() -> anyhow::Result<kube::Client> {
     let path = kubeconfig_path();

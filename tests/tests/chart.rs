@@ -5,7 +5,6 @@
 //! build takes about 7 minutes). The binaries are not built here: run `cargo build --workspace
 //! --bins` first (`cargo xtask test` does).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[test]
@@ -25,7 +24,9 @@ fn rendered_chart_matches_golden_files() {
 fn daemons_accept_the_charts_flags() {
     let mut checked = 0;
     for golden in ["default.yaml", "lab.yaml"] {
-        let path = repo_root().join("tests/chart_golden").join(golden);
+        let path = ferrolb_tests::workspace_root()
+            .join("tests/chart_golden")
+            .join(golden);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         // helm separates documents with a bare `---` line.
@@ -51,7 +52,7 @@ fn daemons_accept_the_charts_flags() {
                     .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                     .unwrap_or_default();
                 // clap refuses an unknown flag or a bad value before it reaches --help.
-                let out = Command::new(binary(program))
+                let out = Command::new(ferrolb_tests::workspace_binary(program))
                     .args(&args)
                     .arg("--help")
                     .output()
@@ -73,33 +74,10 @@ fn daemons_accept_the_charts_flags() {
 
 /// Runs the xtask binary (built next to this test by `cargo build --workspace --bins`).
 fn xtask(args: &[&str]) {
-    let status = Command::new(binary("xtask"))
+    let status = Command::new(ferrolb_tests::workspace_binary("xtask"))
         .args(args)
-        .current_dir(repo_root())
+        .current_dir(ferrolb_tests::workspace_root())
         .status()
         .expect("running xtask");
     assert!(status.success(), "`cargo xtask {}` failed", args.join(" "));
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives one level below the repository root")
-        .to_path_buf()
-}
-
-/// target/<profile>/<name>, next to this test executable's deps/ folder.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        path.display()
-    );
-    path
 }

@@ -255,7 +255,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(binary: &str, kubeconfig: &Path, extra: &[&str], format: Format) -> Daemon {
-        let path = binary_path(binary);
+        let path = ferrolb_tests::workspace_binary(binary);
         let addr = free_addr();
         let log_path = scratch_dir().join(format!("{binary}-{}.log", addr.port()));
         let log = fs::File::create(&log_path).expect("creating the log file");
@@ -366,26 +366,8 @@ fn free_addr() -> SocketAddr {
         .expect("a free port on 127.0.0.1")
 }
 
-fn binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/daemons-<hash> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        path.display()
-    );
-    path
-}
-
 fn lab_kubeconfig() -> PathBuf {
-    let path = std::env::var_os("FERROLB_KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lab/kubeconfig"));
+    let path = ferrolb_tests::kubeconfig_path();
     assert!(
         path.is_file(),
         "{} is missing: start the lab with `cargo xtask controlplane up` or set FERROLB_KUBECONFIG",

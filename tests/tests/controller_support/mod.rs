@@ -350,7 +350,7 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(extra: &[&str]) -> Controller {
-        let path = binary_path("ferrolb-controller");
+        let path = ferrolb_tests::workspace_binary("ferrolb-controller");
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
@@ -432,19 +432,4 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response.split_once("\r\n\r\n")?.1.to_owned())
-}
-
-fn binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        path.display()
-    );
-    path
 }
