@@ -199,8 +199,8 @@ fn install_release(
     );
     let helm = helm::build(root)?;
     let kubectl = |args: &[&str]| -> Command {
-        let mut cmd = Command::new(controlplane::kubectl(root));
-        cmd.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        let mut cmd = controlplane::kubectl_cmd(root);
+        cmd.args(args);
         cmd
     };
     // helm never upgrades CRDs in crds/: apply them so a changed schema reaches the cluster.

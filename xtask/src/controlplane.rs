@@ -229,6 +229,33 @@ pub fn kubectl(root: &Path) -> PathBuf {
     crate::lab_dir(root).join("bin").join("kubectl")
 }
 
+/// `kubectl --kubeconfig target/lab/kubeconfig`: the lab's kubectl against the lab.
+pub fn kubectl_cmd(root: &Path) -> Command {
+    let mut cmd = Command::new(kubectl(root));
+    cmd.arg("--kubeconfig").arg(kubeconfig(root));
+    cmd
+}
+
+/// `kubectl apply -f -` of `manifest` (YAML or JSON) against the lab.
+pub fn kubectl_apply(root: &Path, manifest: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = kubectl_cmd(root)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    child
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(manifest.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("kubectl apply failed: {status}");
+    }
+    Ok(())
+}
+
 /// Builds the control plane if needed and points `target/lab/bin/kubectl` at it.
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     let bin = build_binary(root)?;

@@ -5,7 +5,7 @@
 //! speaker is killed. The lab is left running.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,30 +17,6 @@ const POOL: &str = "192.0.2.200-192.0.2.220";
 
 fn step(n: u8, what: &str) {
     eprintln!("\n==> [{n}/7] {what}");
-}
-
-fn kubectl(root: &Path) -> Command {
-    let mut cmd = Command::new(controlplane::kubectl(root));
-    cmd.arg("--kubeconfig").arg(controlplane::kubeconfig(root));
-    cmd
-}
-
-fn kubectl_apply(root: &Path, manifest: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut child = kubectl(root)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("kubectl's stdin")?
-        .write_all(manifest.as_bytes())?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("kubectl apply failed: {status}");
-    }
-    Ok(())
 }
 
 /// One request from the client namespace; the name of the pod that answered.
@@ -61,7 +37,7 @@ fn curl(ip: &str) -> Option<String> {
 }
 
 fn external_ip(root: &Path) -> Option<String> {
-    run::output(kubectl(root).args([
+    run::output(controlplane::kubectl_cmd(root).args([
         "get",
         "svc",
         "echo",
@@ -73,8 +49,13 @@ fn external_ip(root: &Path) -> Option<String> {
 }
 
 fn announcing_node(root: &Path) -> Option<String> {
-    let out =
-        run::output(kubectl(root).args(["get", "serviceannouncements", "-o", "json"])).ok()?;
+    let out = run::output(controlplane::kubectl_cmd(root).args([
+        "get",
+        "serviceannouncements",
+        "-o",
+        "json",
+    ]))
+    .ok()?;
     let list: serde_json::Value = serde_json::from_str(&out).ok()?;
     list["items"]
         .as_array()?
@@ -130,7 +111,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         3,
         &format!("creating an IPAddressPool ({POOL}) and an L2Advertisement"),
     );
-    kubectl_apply(
+    controlplane::kubectl_apply(
         root,
         &format!(
             "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: demo\nspec:\n  addresses:\n    - {POOL}\n---\napiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: demo\nspec:\n  ipAddressPools:\n    - demo\n"
@@ -141,8 +122,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         4,
         "exposing an echo Deployment (3 replicas) as a LoadBalancer Service",
     );
-    if !run::succeeds(kubectl(root).args(["get", "deployment", "echo"])) {
-        run::status(kubectl(root).args([
+    if !run::succeeds(controlplane::kubectl_cmd(root).args(["get", "deployment", "echo"])) {
+        run::status(controlplane::kubectl_cmd(root).args([
             "create",
             "deployment",
             "echo",
@@ -151,8 +132,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "--port=3000",
         ]))?;
     }
-    if !run::succeeds(kubectl(root).args(["get", "service", "echo"])) {
-        run::status(kubectl(root).args([
+    if !run::succeeds(controlplane::kubectl_cmd(root).args(["get", "service", "echo"])) {
+        run::status(controlplane::kubectl_cmd(root).args([
             "expose",
             "deployment",
             "echo",
@@ -161,7 +142,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "--target-port=3000",
         ]))?;
     }
-    run::status(kubectl(root).args(["rollout", "status", "deployment/echo", "--timeout=60s"]))?;
+    run::status(controlplane::kubectl_cmd(root).args([
+        "rollout",
+        "status",
+        "deployment/echo",
+        "--timeout=60s",
+    ]))?;
     let ip = wait_for(
         "an EXTERNAL-IP for Service echo",
         Duration::from_secs(30),
@@ -169,7 +155,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     )
     .context("see `kubectl describe svc echo` (the ferrolb.io/Allocated condition and Events)")?;
     eprintln!();
-    run::status(kubectl(root).args(["get", "svc", "echo"]))?;
+    run::status(controlplane::kubectl_cmd(root).args(["get", "svc", "echo"]))?;
 
     step(
         5,

@@ -40,12 +40,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             ]),
     )?;
     let kubectl = |args: &[&str]| -> anyhow::Result<()> {
-        run::status(
-            Command::new(controlplane::kubectl(root))
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args(args),
-        )
+        run::status(controlplane::kubectl_cmd(root).args(args))
     };
     // CRDs first: the controller watches IPAddressPools from its first second.
     let crds = root.join("charts/ferrolb/crds");

@@ -351,9 +351,7 @@ fn start_kubelet(root: &Path, plan: &NodePlan) -> anyhow::Result<()> {
 
 fn kubectl_json(root: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let text = run::output(
-        Command::new(controlplane::kubectl(root))
-            .arg("--kubeconfig")
-            .arg(controlplane::kubeconfig(root))
+        controlplane::kubectl_cmd(root)
             .args(args)
             .args(["-o", "json"]),
     )?;

@@ -56,12 +56,7 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         "bench failover needs root (network namespaces)"
     );
     let k = |a: &[&str]| -> anyhow::Result<String> {
-        run::output(
-            Command::new(controlplane::kubectl(root))
-                .arg("--kubeconfig")
-                .arg(controlplane::kubeconfig(root))
-                .args(a),
-        )
+        run::output(controlplane::kubectl_cmd(root).args(a))
     };
     k(&["-n", "ferrolb-system", "get", "daemonset/ferrolb-speaker"])
         .context("FerroLB is not deployed: run `cargo xtask lab deploy` first")?;
@@ -211,20 +206,19 @@ fn measure(
             rounds.push(r);
             // A fresh pod instead of the kubelet's growing restart back-off.
             let pods = run::output(
-                Command::new(controlplane::kubectl(root))
-                    .arg("--kubeconfig")
-                    .arg(controlplane::kubeconfig(root))
+                controlplane::kubectl_cmd(root)
                     .args(["-n", "ferrolb-system", "get", "pods", "-o", "name"])
                     .args(["-l", "app.kubernetes.io/component=speaker"])
                     .args(["--field-selector", &format!("spec.nodeName={node}")]),
             )?;
             for pod in pods.lines() {
-                let _ = run::output(
-                    Command::new(controlplane::kubectl(root))
-                        .arg("--kubeconfig")
-                        .arg(controlplane::kubeconfig(root))
-                        .args(["-n", "ferrolb-system", "delete", pod, "--wait=false"]),
-                );
+                let _ = run::output(controlplane::kubectl_cmd(root).args([
+                    "-n",
+                    "ferrolb-system",
+                    "delete",
+                    pod,
+                    "--wait=false",
+                ]));
             }
         }
         out.push((
@@ -311,12 +305,7 @@ fn wait_all_live(root: &Path) -> anyhow::Result<()> {
 }
 
 fn nodes(root: &Path) -> anyhow::Result<Vec<usize>> {
-    let text = run::output(
-        Command::new(controlplane::kubectl(root))
-            .arg("--kubeconfig")
-            .arg(controlplane::kubeconfig(root))
-            .args(["get", "nodes", "-o", "name"]),
-    )?;
+    let text = run::output(controlplane::kubectl_cmd(root).args(["get", "nodes", "-o", "name"]))?;
     Ok(text
         .lines()
         .filter_map(|l| l.trim_start_matches("node/node-").parse().ok())
@@ -400,22 +389,7 @@ fn setup(root: &Path) -> anyhow::Result<()> {
                   "allocateLoadBalancerNodePorts": false,
                   "ports": [{"port": 80, "targetPort": 3000}]}}
     ]});
-    let mut child = Command::new(controlplane::kubectl(root))
-        .arg("--kubeconfig")
-        .arg(controlplane::kubeconfig(root))
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()?;
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .context("kubectl stdin")?
-            .write_all(objects.to_string().as_bytes())?;
-    }
-    anyhow::ensure!(child.wait()?.success(), "kubectl apply failed");
-    Ok(())
+    controlplane::kubectl_apply(root, &objects.to_string())
 }
 
 fn epoch_now() -> SystemTime {
