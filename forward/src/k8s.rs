@@ -25,8 +25,9 @@ const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
 pub enum ForwardingPath {
     /// nftables DNAT (default).
     Kernel,
-    /// `ferrolb.io/forwarding: userspace`: not implemented yet, carried by the kernel path.
-    UserspaceRequested,
+    /// `ferrolb.io/forwarding: userspace`: the userspace proxy carries it; the kernel plan
+    /// leaves it out.
+    Userspace,
 }
 
 /// Something in a Service the forwarder could not use, for a log line or an Event.
@@ -69,10 +70,12 @@ pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
 }
 
 /// Converts every LoadBalancer Service with an ingress IP in `announced` (the IPs this node
-/// announces) together with its EndpointSlices. Services sharing an IP are all included: the
-/// planner splits them by port.
+/// announces) whose annotation asks for `path`, together with its EndpointSlices. Services
+/// sharing an IP are all included: the planner splits them by port. Each path plans only its
+/// own Services, so a Service is never carried by both.
 pub fn forward_inputs<'a>(
     announced: &BTreeSet<IpAddr>,
+    path: ForwardingPath,
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
 ) -> Vec<Converted> {
@@ -100,6 +103,9 @@ pub fn forward_inputs<'a>(
             continue;
         };
         if vips.is_empty() {
+            continue;
+        }
+        if forwarding_path(svc) != path {
             continue;
         }
         let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
@@ -157,16 +163,6 @@ pub fn convert(
             Err(_) => skipped.push(Skipped::BadSourceRange(r.clone())),
         }
     }
-    let path = match svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(FORWARDING_ANNOTATION))
-        .map(String::as_str)
-    {
-        Some("userspace") => ForwardingPath::UserspaceRequested,
-        _ => ForwardingPath::Kernel,
-    };
     Converted {
         service: ForwardService {
             key,
@@ -177,8 +173,23 @@ pub fn convert(
             source_ranges,
             endpoints: endpoints(slices),
         },
-        path,
+        path: forwarding_path(svc),
         skipped,
+    }
+}
+
+/// The path the Service's `ferrolb.io/forwarding` annotation asks for (kernel unless it says
+/// `userspace`).
+pub fn forwarding_path(svc: &Service) -> ForwardingPath {
+    match svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(FORWARDING_ANNOTATION))
+        .map(String::as_str)
+    {
+        Some("userspace") => ForwardingPath::Userspace,
+        _ => ForwardingPath::Kernel,
     }
 }
 
@@ -278,10 +289,10 @@ mod tests {
         }));
         let announced = BTreeSet::from(["192.0.2.230".parse().unwrap()]);
         let svcs = [web()];
-        let out = forward_inputs(&announced, &svcs, [&s, &other]);
+        let out = forward_inputs(&announced, ForwardingPath::Userspace, &svcs, [&s, &other]);
         assert_eq!(out.len(), 1);
         let c = &out[0];
-        assert_eq!(c.path, ForwardingPath::UserspaceRequested);
+        assert_eq!(c.path, ForwardingPath::Userspace);
         assert_eq!(c.skipped, vec![Skipped::BadSourceRange("nonsense".into())]);
         let f = &c.service;
         assert_eq!(f.vips, vec!["192.0.2.230".parse::<IpAddr>().unwrap()]);
@@ -310,8 +321,31 @@ mod tests {
         let mut cluster_ip = web();
         cluster_ip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
         let announced = BTreeSet::from(["192.0.2.231".parse().unwrap()]);
-        assert!(forward_inputs(&announced, &[web()], []).is_empty());
+        let path = ForwardingPath::Userspace;
+        assert!(forward_inputs(&announced, path, &[web()], []).is_empty());
         let announced = BTreeSet::from(["192.0.2.230".parse().unwrap()]);
-        assert!(forward_inputs(&announced, &[cluster_ip], []).is_empty());
+        assert!(forward_inputs(&announced, path, &[cluster_ip], []).is_empty());
+    }
+
+    #[test]
+    fn userspace_services_are_left_out_of_the_kernel_plan() {
+        let announced = BTreeSet::from(["192.0.2.230".parse().unwrap()]);
+        let mut kernel = web();
+        kernel.metadata.name = Some("plain".into());
+        kernel.metadata.annotations = None;
+        let mut other_value = web();
+        other_value.metadata.name = Some("typo".into());
+        other_value.metadata.annotations =
+            Some([(FORWARDING_ANNOTATION.to_string(), "Userspace ".to_string())].into());
+        let svcs = [web(), kernel, other_value];
+        let names = |path| -> Vec<String> {
+            forward_inputs(&announced, path, &svcs, [])
+                .into_iter()
+                .map(|c| c.service.key.name)
+                .collect()
+        };
+        // Only the exact value selects userspace; anything else stays in the kernel.
+        assert_eq!(names(ForwardingPath::Kernel), ["plain", "typo"]);
+        assert_eq!(names(ForwardingPath::Userspace), ["web"]);
     }
 }

@@ -1,9 +1,9 @@
 //! The speaker's forwarding loop: announced IPs and the Service/EndpointSlice caches in, the
 //! nftables table kept equal to the plan for them, removed on a clean stop.
 
-use crate::k8s::{ForwardingPath, forward_inputs, service_key};
+use crate::k8s::{ForwardingPath, forward_inputs};
 use crate::{ApplyKind, ForwardMetrics, NftForwarder, ip_forwarding};
-use ferrolb_core::forward::{Backends, ServiceKey, plan};
+use ferrolb_core::forward::{Backends, plan};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::Store;
@@ -75,7 +75,6 @@ pub async fn run<K: Send + Sync + 'static>(
         } => {}
     }
     let mut fwd = Some(NftForwarder::new(settings.table.clone()));
-    let mut warned_userspace: BTreeSet<ServiceKey> = BTreeSet::new();
     let mut announced_open = true;
     let mut failing = false;
     loop {
@@ -89,22 +88,15 @@ pub async fn run<K: Send + Sync + 'static>(
         let slices = inputs.slices.state();
         let converted = forward_inputs(
             &announced,
+            ForwardingPath::Kernel,
             services.iter().map(|s| &**s),
             slices.iter().map(|s| &**s),
         );
         for c in &converted {
-            if c.path == ForwardingPath::UserspaceRequested
-                && warned_userspace.insert(c.service.key.clone())
-            {
-                warn!(service = %c.service.key, "ferrolb.io/forwarding: userspace is not implemented yet; forwarding in the kernel");
-            }
             for s in &c.skipped {
                 warn!(service = %c.service.key, skipped = ?s, "part of the Service cannot be forwarded");
             }
         }
-        let present: BTreeSet<ServiceKey> =
-            services.iter().filter_map(|s| service_key(s)).collect();
-        warned_userspace.retain(|k| present.contains(k));
         let inputs_now: Vec<_> = converted.into_iter().map(|c| c.service).collect();
         let planned = plan(&inputs_now, &settings.node_name);
         for c in &planned.conflicts {
