@@ -102,3 +102,180 @@ pub fn unique_name(prefix: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }
+
+/// The Helm release the lab's FerroLB is installed as (`cargo xtask lab deploy`).
+pub const RELEASE: &str = "ferrolb";
+/// The namespace of that release.
+pub const RELEASE_NAMESPACE: &str = "ferrolb-system";
+
+/// The lab's kubectl, `target/lab/bin/kubectl` (put there by `cargo xtask lab up`).
+pub fn kubectl_path() -> PathBuf {
+    workspace_root().join("target/lab/bin/kubectl")
+}
+
+/// Runs the lab's kubectl with [`kubeconfig_path`]; its stdout, or the error text.
+pub fn kubectl(args: &[&str]) -> Result<String, String> {
+    kubectl_stdin(args, None)
+}
+
+/// [`kubectl`] with `stdin` piped in (for `apply -f -`).
+pub fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(kubectl_path());
+    cmd.arg("--kubeconfig").arg(kubeconfig_path()).args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", kubectl_path().display()))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Makes sure FerroLB runs in the lab as `cargo xtask lab deploy` installs it: the chart's
+/// release [`RELEASE`] in [`RELEASE_NAMESPACE`], with the chart's args, ServiceAccounts and
+/// RBAC only, running the workspace's current binaries. Once per test binary.
+///
+/// Installs it (`xtask chart install`, as `lab deploy` does after building) when the release's
+/// controller Deployment or speaker DaemonSet is missing or was not made by helm, and upgrades
+/// it when a pod runs an older binary than target/<profile>/ (the lab's kubelet runs that
+/// file, so only a restart picks up a rebuild). Then waits for both rollouts. Panics with what
+/// to run when it cannot.
+pub fn ensure_ferrolb_installed() {
+    use std::sync::Mutex;
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let workloads = [
+        (
+            "deployment",
+            format!("{RELEASE}-controller"),
+            "ferrolb-controller",
+        ),
+        ("daemonset", format!("{RELEASE}-speaker"), "ferrolb-speaker"),
+    ];
+    let by_helm = workloads.iter().all(|(kind, name, _)| {
+        kubectl(&[
+            "-n",
+            RELEASE_NAMESPACE,
+            "get",
+            kind,
+            name,
+            "-o",
+            r"jsonpath={.metadata.labels.app\.kubernetes\.io/managed-by}",
+        ])
+        .is_ok_and(|by| by == "Helm")
+    });
+    let stale: Vec<String> = if by_helm {
+        workloads
+            .iter()
+            .flat_map(|(_, _, program)| stale_pods(program))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !by_helm || !stale.is_empty() {
+        if by_helm {
+            eprintln!(
+                "ensure_ferrolb_installed: {} run an older binary than target/: upgrading the release",
+                stale.join(", ")
+            );
+        } else {
+            eprintln!(
+                "ensure_ferrolb_installed: release {RELEASE} not found in {RELEASE_NAMESPACE}: installing the chart"
+            );
+        }
+        let status = std::process::Command::new(workspace_binary("xtask"))
+            .args(["chart", "install"])
+            .current_dir(workspace_root())
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "installing FerroLB with its chart failed ({status:?}): run \
+             `cargo xtask lab deploy` (after `sudo -E cargo xtask lab up`) and see its output"
+        );
+    }
+    for (kind, name, _) in &workloads {
+        kubectl(&[
+            "-n",
+            RELEASE_NAMESPACE,
+            "rollout",
+            "status",
+            &format!("{kind}/{name}"),
+            "--timeout=120s",
+        ])
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind}/{name} is not ready: {e}\nsee `kubectl -n {RELEASE_NAMESPACE} get pods` \
+                 and target/lab/nodes/node-N/pods/<pod uid>/<container>.log; \
+                 `cargo xtask lab deploy` reinstalls it"
+            )
+        });
+    }
+    *done = true;
+}
+
+/// The release's pods of `program` whose container started before target/<profile>/`program`
+/// was last built.
+fn stale_pods(program: &str) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let built = std::fs::metadata(workspace_binary(program))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let Some(built) = built else {
+        return Vec::new();
+    };
+    let component = program.trim_start_matches("ferrolb-");
+    let Ok(json) = kubectl(&[
+        "-n",
+        RELEASE_NAMESPACE,
+        "get",
+        "pods",
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"),
+        "-o",
+        "json",
+    ]) else {
+        return Vec::new();
+    };
+    let pods: Vec<Pod> = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["items"].clone()).ok())
+        .unwrap_or_default();
+    pods.iter()
+        .filter(|pod| {
+            let started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.as_ref())
+                .map(|t| t.0.as_second());
+            started.is_some_and(|s| u64::try_from(s).unwrap_or(0) < built)
+        })
+        .filter_map(|pod| pod.metadata.name.clone())
+        .collect()
+}

@@ -2,8 +2,9 @@
 //! gratuitous packets at takeover, node selectors and the exclude label, deletion, and failover
 //! when the owner's speaker is killed.
 //!
-//! The tests deploy FerroLB as `cargo xtask lab deploy` does (CRDs, the controller Deployment,
-//! the speaker DaemonSet from tests/lab/) unless it is already there, and use their own
+//! The tests run against FerroLB as `cargo xtask lab deploy` installs it (the chart's release
+//! `ferrolb`, with only the chart's RBAC; installed or upgraded by
+//! `ferrolb_tests::ensure_ferrolb_installed` when missing or older than the build), and use their own
 //! addresses (192.0.2.176/28, 192.0.2.192/27, 2001:db8:0:1::b0/124, 2001:db8:0:1::c0/124),
 //! pools (autoAssign off, IPs pinned by annotation), L2Advertisements and namespaces, so they run
 //! beside the other tests.
@@ -14,12 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ferrolb_tests::{kubeconfig_path, unique_name, workspace_root};
+use ferrolb_tests::{
+    ensure_ferrolb_installed, kubectl, kubectl_stdin, unique_name, workspace_root,
+};
 use serde_json::{Value, json};
 
 const CLIENT_NS: &str = "ferrolb-client";
@@ -27,92 +29,8 @@ const LAN_NS: &str = "ferrolb-lan";
 const WAIT: Duration = Duration::from_secs(30);
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-fn kubectl_path() -> PathBuf {
-    workspace_root().join("target/lab/bin/kubectl")
-}
-
-/// Runs kubectl; returns stdout, or the error text.
-fn kubectl(args: &[&str]) -> Result<String, String> {
-    kubectl_stdin(args, None)
-}
-
-fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new(kubectl_path());
-    cmd.arg("--kubeconfig").arg(kubeconfig_path()).args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 fn apply(obj: &Value) {
     kubectl_stdin(&["apply", "-f", "-"], Some(&obj.to_string())).expect("apply");
-}
-
-/// FerroLB in the lab, deployed once per test binary (left running for the next tests).
-fn ensure_deployed() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    let root = workspace_root();
-    let have = kubectl(&["-n", "ferrolb-system", "get", "daemonset/ferrolb-speaker"]).is_ok()
-        && kubectl(&[
-            "-n",
-            "ferrolb-system",
-            "get",
-            "deployment/ferrolb-controller",
-        ])
-        .is_ok();
-    if !have {
-        let crds = root.join("charts/ferrolb/crds");
-        kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]).unwrap();
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd",
-            "--all",
-        ])
-        .unwrap();
-        for m in [
-            "tests/lab/ferrolb-controller.yaml",
-            "tests/lab/ferrolb-speaker.yaml",
-        ] {
-            kubectl(&["apply", "-f", root.join(m).to_str().unwrap()]).unwrap();
-        }
-    }
-    for w in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
-        kubectl(&[
-            "-n",
-            "ferrolb-system",
-            "rollout",
-            "status",
-            w,
-            "--timeout=120s",
-        ])
-        .unwrap_or_else(|e| panic!("{w} not ready: {e}"));
-    }
-    *done = true;
 }
 
 /// One test's world: namespace, pool, advertisement, an echo backend and a Service.
@@ -124,7 +42,7 @@ struct Env {
 
 impl Env {
     fn start(test: &str, addresses: &[&str]) -> Env {
-        ensure_deployed();
+        ensure_ferrolb_installed();
         let run = unique_name(&format!("l2-{test}"));
         kubectl(&["create", "namespace", &run]).unwrap();
         let env = Env {
@@ -425,7 +343,7 @@ fn speaker_pid(node: &str) -> Option<u32> {
         .find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "ferrolb-speaker")
-                // The lab DaemonSet's (tests/lab/ferrolb-speaker.yaml), not another install's.
+                // The lab release's (the chart's default memberlist port), not another install's.
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--memberlist-port=7946"))
         })
