@@ -31,9 +31,14 @@ use crate::wire::{self, Interface, Wire};
 
 /// How often the node's interfaces are re-read (addresses rarely change).
 const INTERFACE_POLL: Duration = Duration::from_secs(2);
-/// At start, how long to wait for the other speakers to join before announcing anything, so
-/// a starting speaker does not briefly claim every IP as the only member it knows.
-const JOIN_WAIT: Duration = Duration::from_secs(2);
+/// At start, how long to wait for the membership to converge before announcing anything, so a
+/// starting speaker does not claim IPs its peers are still answering for. Joining a live
+/// peer takes about a millisecond; only a speaker that is really alone (its peers dead, or
+/// the Nodes without speakers) waits this long.
+const JOIN_WAIT: Duration = Duration::from_secs(3);
+/// After every peer has talked to us: time for their announcers to act on the news and stop
+/// answering for the IPs that come back to this node, before it starts answering for them.
+const HANDBACK_SETTLE: Duration = Duration::from_millis(300);
 /// On a graceful stop, how long to keep answering after leaving so the heirs take over first.
 pub const HANDOVER_GRACE: Duration = Duration::from_millis(1500);
 
@@ -135,12 +140,10 @@ pub async fn run(
     let seeds = seeds(&stores.nodes, &me, port);
     membership.seed(seeds.clone()).await;
     let mut live = membership.live();
-    let joined = tokio::time::timeout(JOIN_WAIT, live.wait_for(|l| l.len() > seeds.len()))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let joined = join(&membership, seeds.is_empty()).await;
     info!(
         members = live.borrow().len(),
-        all_joined = joined,
+        joined = ?joined,
         "membership ready; announcing"
     );
 
@@ -195,6 +198,42 @@ pub async fn run(
     st.out.announced.send_replace(Announced::new());
     info!("stopped announcing");
     Ok(())
+}
+
+/// How a starting speaker's wait for its peers ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joined {
+    /// No other Node to join: nothing to wait for.
+    NoPeers,
+    /// Every member has talked to this speaker, and the settle time has passed.
+    Converged,
+    /// [`JOIN_WAIT`] passed without convergence: announcing with what is known.
+    TimedOut,
+}
+
+/// Waits until it is safe to announce: the membership has converged (plus
+/// [`HANDBACK_SETTLE`]), or there is nobody to wait for, or [`JOIN_WAIT`] has passed.
+async fn join(membership: &Membership, no_seeds: bool) -> Joined {
+    if no_seeds {
+        return Joined::NoPeers;
+    }
+    let mut converged = membership.converged();
+    let waited = tokio::time::timeout(JOIN_WAIT, converged.wait_for(|c| *c))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    match waited {
+        true => {
+            tokio::time::sleep(HANDBACK_SETTLE).await;
+            Joined::Converged
+        }
+        false => {
+            warn!(
+                wait = ?JOIN_WAIT,
+                "no reply from every peer speaker: announcing with the members known so far"
+            );
+            Joined::TimedOut
+        }
+    }
 }
 
 fn seeds(nodes: &Store<Node>, me: &NodeName, port: u16) -> Vec<SocketAddr> {

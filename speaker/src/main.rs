@@ -102,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
 
     let client = daemon.client();
     let changed = Arc::new(Notify::new());
+    // One change signal from the stores, relayed to each loop that reads them.
+    let [announcer_changed, forwarder_changed] = fan_out(changed.clone());
     let stores = Stores {
         services: daemon.reflect_notify(
             Api::<Service>::all(client.clone()),
@@ -124,20 +126,19 @@ async fn main() -> anyhow::Result<()> {
             "l2advertisements",
             changed.clone(),
         ),
-        changed,
+        changed: announcer_changed,
     };
 
     // The announcer owns the sender; the forwarder gets a receiver plus the two stores
     // (`stores.services`, `stores.slices`).
     let (announced_tx, announced_rx) = watch::channel(Announced::new());
-    // The forwarder re-plans every second as well as on every change of the announced
-    // IPs (the stores' change signal wakes one waiter, and that is the announcer).
+    // The forwarder re-plans on every change of the announced IPs and of the stores.
     let (fwd_stop_tx, fwd_stop_rx) = oneshot::channel::<()>();
     let forwarder = tokio::spawn(forward::run(
         announced_rx,
         stores.services.clone(),
         stores.slices.clone(),
-        None,
+        Some(forwarder_changed),
         args.node_name.clone(),
         fwd_metrics,
         async move {
@@ -201,6 +202,23 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Relays every wake-up of `source` to `N` signals of their own: a [`Notify`] wakes one
+/// waiter, and several loops wait on the stores' changes. A wake-up that finds a loop busy is
+/// kept for it (`notify_one` stores a permit), so none is lost.
+fn fan_out<const N: usize>(source: Arc<Notify>) -> [Arc<Notify>; N] {
+    let sinks: [Arc<Notify>; N] = std::array::from_fn(|_| Arc::new(Notify::new()));
+    let relay = sinks.clone();
+    tokio::spawn(async move {
+        loop {
+            source.notified().await;
+            for sink in &relay {
+                sink.notify_one();
+            }
+        }
+    });
+    sinks
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -221,5 +239,24 @@ mod tests {
         assert!(!args.ignore_classless);
         assert_eq!(args.memberlist_port, 7946);
         assert_eq!(args.l2_mode, ModeArg::Hash);
+    }
+
+    #[tokio::test]
+    async fn fan_out_wakes_every_sink_even_a_busy_one() {
+        let source = Arc::new(Notify::new());
+        let [a, b] = fan_out(source.clone());
+        // Nobody waits yet: the wake-up is kept for each sink.
+        source.notify_one();
+        for sink in [&a, &b] {
+            tokio::time::timeout(Duration::from_secs(1), sink.notified())
+                .await
+                .expect("each sink is woken");
+        }
+        // Consumed: no second wake-up without a second change.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), a.notified())
+                .await
+                .is_err()
+        );
     }
 }

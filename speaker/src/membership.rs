@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use ferrolb_core::announce::NodeName;
 use foca::{
-    AccumulatingRuntime, Config, Foca, OwnedNotification, PeriodicParams, PostcardCodec, Timer,
+    AccumulatingRuntime, Codec, Config, Foca, OwnedNotification, PeriodicParams, PostcardCodec,
+    Timer,
 };
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,7 @@ enum Command {
 pub struct Membership {
     commands: mpsc::Sender<Command>,
     live: watch::Receiver<BTreeSet<NodeName>>,
+    converged: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Command {
@@ -124,9 +126,23 @@ impl Membership {
         };
         let (commands, rx) = mpsc::channel(16);
         let (live_tx, live) = watch::channel(BTreeSet::from([node.clone()]));
+        let (converged_tx, converged) = watch::channel(false);
         info!(%bind, %advertise, "membership listening");
-        tokio::spawn(run(socket, id, rx, live_tx));
-        Ok(Self { commands, live })
+        tokio::spawn(run(socket, id, rx, live_tx, converged_tx));
+        Ok(Self {
+            commands,
+            live,
+            converged,
+        })
+    }
+
+    /// Becomes true (and stays true) once this speaker has members and has received a
+    /// datagram from every one of them since it started. A peer only sends to a node it
+    /// counts as live, so by then every peer has stopped claiming this node's IPs (or is
+    /// about to: its announcer recomputes on the same notification). Until then a starting
+    /// speaker must not announce: the peers may still be answering for its IPs.
+    pub fn converged(&self) -> watch::Receiver<bool> {
+        self.converged.clone()
     }
 
     /// The live speakers (always including this one), updated on every change.
@@ -156,6 +172,35 @@ struct Driver {
     seq: u64,
     live_tx: watch::Sender<BTreeSet<NodeName>>,
     me: NodeName,
+    /// Nodes a datagram addressed to this speaker came from since it started.
+    heard: Heard,
+    converged_tx: watch::Sender<bool>,
+}
+
+/// Which peers have talked to this speaker directly (not merely been reported by others).
+#[derive(Debug, Default)]
+struct Heard(BTreeSet<String>);
+
+impl Heard {
+    /// Records the sender of `datagram` if it is a foca message addressed to `me`'s address.
+    fn record(&mut self, datagram: &[u8], me: &SpeakerId) {
+        if let Ok(header) = Codec::<SpeakerId>::decode_header(&mut PostcardCodec, datagram)
+            && header.dst.addr == me.addr
+            && header.src.node != me.node
+        {
+            self.0.insert(header.src.node);
+        }
+    }
+
+    /// Every one of `members` (there is at least one) has been heard from.
+    fn covers<'a>(&self, mut members: impl Iterator<Item = &'a str>) -> bool {
+        let mut any = false;
+        let all = members.all(|m| {
+            any = true;
+            self.0.contains(m)
+        });
+        any && all
+    }
 }
 
 /// A foca timer in the heap; ordered by insertion only (the heap key is (deadline, seq)).
@@ -183,6 +228,7 @@ async fn run(
     id: SpeakerId,
     mut commands: mpsc::Receiver<Command>,
     live_tx: watch::Sender<BTreeSet<NodeName>>,
+    converged_tx: watch::Sender<bool>,
 ) {
     let me = NodeName::from(id.node.as_str());
     let rng: StdRng = rand::make_rng();
@@ -194,6 +240,8 @@ async fn run(
         seq: 0,
         live_tx,
         me,
+        heard: Heard::default(),
+        converged_tx,
     };
     let mut seeds: Vec<SocketAddr> = Vec::new();
     let mut retry = tokio::time::interval(SEED_RETRY);
@@ -203,6 +251,7 @@ async fn run(
         tokio::select! {
             received = d.socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
+                    d.heard.record(&buf[..n], d.foca.identity());
                     if let Err(err) = d.foca.handle_data(&buf[..n], &mut d.runtime) {
                         debug!(%from, error = %err, "membership datagram refused");
                     }
@@ -302,6 +351,17 @@ impl Driver {
                 other => debug!(notification = ?other, "membership"),
             }
         }
+        if !*self.converged_tx.borrow()
+            && self
+                .heard
+                .covers(self.foca.iter_members().map(|m| m.id().node.as_str()))
+        {
+            info!(
+                members = self.foca.num_members(),
+                "membership converged: every peer has heard of this speaker"
+            );
+            self.converged_tx.send_replace(true);
+        }
         if changed {
             let mut live: BTreeSet<NodeName> = self
                 .foca
@@ -324,41 +384,119 @@ mod tests {
 
     #[tokio::test]
     async fn three_speakers_see_each_other_and_a_leave() {
-        let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
-        // Ephemeral-ish ports in a range unlikely to collide with the lab's 7946.
-        let base = 41_000 + (std::process::id() % 1000) as u16 * 3;
-        let mut ms = Vec::new();
-        for i in 0..3u16 {
-            let m = Membership::start(
-                &NodeName::from(format!("n{i}")),
-                addr(base + i),
-                addr(base + i),
-            )
-            .await
-            .unwrap();
-            ms.push(m);
-        }
-        let all: Vec<SocketAddr> = (0..3).map(|i| addr(base + i)).collect();
+        let (_, ms) = three(41_000).await;
         for m in &ms {
-            m.seed(all.clone()).await;
-        }
-        let wait_for = |m: &Membership, n: usize| {
-            let mut rx = m.live();
-            async move {
-                tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| l.len() == n))
-                    .await
-                    .expect("membership converges")
-                    .map(|_| ())
-                    .unwrap();
-            }
-        };
-        for m in &ms {
-            wait_for(m, 3).await;
+            wait_until(m.live(), "three members", |l| l.len() == 3).await;
         }
         ms[2].leave().await;
         let t = std::time::Instant::now();
-        wait_for(&ms[0], 2).await;
-        wait_for(&ms[1], 2).await;
+        for m in &ms[..2] {
+            wait_until(m.live(), "the leave seen", |l| l.len() == 2).await;
+        }
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    fn id(node: &str, port: u16, bump: u64) -> SpeakerId {
+        SpeakerId {
+            node: node.into(),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            bump,
+        }
+    }
+
+    fn datagram(src: &SpeakerId, dst: &SpeakerId) -> Vec<u8> {
+        let header = foca::Header {
+            src: src.clone(),
+            src_incarnation: 0,
+            dst: dst.clone(),
+            message: foca::Message::Ping(1),
+        };
+        let mut buf = Vec::new();
+        PostcardCodec.encode_header(&header, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn heard_counts_only_peers_talking_to_this_address() {
+        let me = id("n0", 1, 5);
+        let mut heard = Heard::default();
+        // A peer writing to our address (even to our previous identity) counts.
+        heard.record(&datagram(&id("n1", 2, 1), &id("n0", 1, 4)), &me);
+        // Addressed to another speaker, garbage, truncated, or from ourselves: ignored.
+        heard.record(&datagram(&id("n2", 3, 1), &id("n9", 9, 1)), &me);
+        heard.record(b"\xff\xff\xff not foca", &me);
+        heard.record(&datagram(&id("n2", 3, 1), &me)[..3], &me);
+        heard.record(&datagram(&id("n0", 7, 1), &me), &me);
+        assert_eq!(heard.0, BTreeSet::from(["n1".to_string()]));
+        assert!(heard.covers(["n1"].into_iter()));
+        assert!(!heard.covers(["n1", "n2"].into_iter()));
+        // No members at all is not convergence: a speaker alone has heard from nobody.
+        assert!(!heard.covers(std::iter::empty()));
+    }
+
+    /// Starts `node` on 127.0.0.1:`port`, retrying while the port is still held (a restart
+    /// right after a crash), and seeds it.
+    async fn start(node: &str, port: u16, seeds: &[u16]) -> Membership {
+        let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+        let m = loop {
+            match Membership::start(&NodeName::from(node), addr(port), addr(port)).await {
+                Ok(m) => break m,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        m.seed(seeds.iter().map(|p| addr(*p)).collect()).await;
+        m
+    }
+
+    /// Three speakers n0..n2 on ports from around `base` (ephemeral-ish, away from the lab's
+    /// 7946), each seeded with all three.
+    async fn three(base: u16) -> ([u16; 3], Vec<Membership>) {
+        let base = base + (std::process::id() % 1000) as u16 * 3;
+        let ports = [base, base + 1, base + 2];
+        let mut ms = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            ms.push(start(&format!("n{i}"), *p, &ports).await);
+        }
+        (ports, ms)
+    }
+
+    /// Waits (at most 5 s) until `rx` holds a value for which `done` is true.
+    async fn wait_until<T>(mut rx: watch::Receiver<T>, what: &str, done: impl FnMut(&T) -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(done))
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 5 s"))
+            .expect("membership running");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_speaker_converges_only_once_every_peer_talked_to_it() {
+        let (ports, mut ms) = three(44_000).await;
+        for m in &ms {
+            wait_until(m.converged(), "convergence", |c| *c).await;
+            assert_eq!(m.live().borrow().len(), 3);
+        }
+        // Crash n2 (no leave) and start it again at once, as a kubelet restarts a container.
+        drop(ms.pop());
+        let restarted = start("n2", ports[2], &ports).await;
+        assert!(!*restarted.converged().borrow(), "not before any reply");
+        wait_until(restarted.converged(), "convergence after restart", |c| *c).await;
+        // Converged means both peers know n2 again: neither lists fewer than three.
+        assert_eq!(restarted.live().borrow().len(), 3);
+        for m in &ms {
+            wait_until(m.live(), "peers list the restarted speaker", |l| {
+                l.len() == 3
+            })
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_speaker_whose_peers_are_gone_never_converges() {
+        let base = 45_000 + (std::process::id() % 1000) as u16 * 3;
+        // Seeds where nobody listens.
+        let m = start("n0", base, &[base + 1, base + 2]).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!*m.converged().borrow());
+        assert_eq!(m.live().borrow().len(), 1);
     }
 }
