@@ -103,11 +103,6 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
-/// The Helm release the lab's FerroLB is installed as (`cargo xtask lab deploy`).
-pub const RELEASE: &str = "ferrolb";
-/// The namespace of that release.
-pub const RELEASE_NAMESPACE: &str = "ferrolb-system";
-
 /// The lab's kubectl, `target/lab/bin/kubectl` (put there by `cargo xtask lab up`).
 pub fn kubectl_path() -> PathBuf {
     workspace_root().join("target/lab/bin/kubectl")
@@ -149,133 +144,184 @@ pub fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> Result<String, Strin
     }
 }
 
-/// Makes sure FerroLB runs in the lab as `cargo xtask lab deploy` installs it: the chart's
-/// release [`RELEASE`] in [`RELEASE_NAMESPACE`], with the chart's args, ServiceAccounts and
-/// RBAC only, running the workspace's current binaries. Once per test binary.
-///
-/// Installs it (`xtask chart install`, as `lab deploy` does after building) when the release's
-/// controller Deployment or speaker DaemonSet is missing or was not made by helm, and upgrades
-/// it when a pod runs an older binary than target/<profile>/ (the lab's kubelet runs that
-/// file, so only a restart picks up a rebuild). Then waits for both rollouts. Panics with what
-/// to run when it cannot.
-pub fn ensure_ferrolb_installed() {
-    use std::sync::Mutex;
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    let workloads = [
-        (
-            "deployment",
-            format!("{RELEASE}-controller"),
-            "ferrolb-controller",
-        ),
-        ("daemonset", format!("{RELEASE}-speaker"), "ferrolb-speaker"),
-    ];
-    let by_helm = workloads.iter().all(|(kind, name, _)| {
-        kubectl(&[
-            "-n",
-            RELEASE_NAMESPACE,
-            "get",
-            kind,
-            name,
-            "-o",
-            r"jsonpath={.metadata.labels.app\.kubernetes\.io/managed-by}",
-        ])
-        .is_ok_and(|by| by == "Helm")
-    });
-    let stale: Vec<String> = if by_helm {
-        workloads
-            .iter()
-            .flat_map(|(_, _, program)| stale_pods(program))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if !by_helm || !stale.is_empty() {
-        if by_helm {
-            eprintln!(
-                "ensure_ferrolb_installed: {} run an older binary than target/: upgrading the release",
-                stale.join(", ")
-            );
-        } else {
-            eprintln!(
-                "ensure_ferrolb_installed: release {RELEASE} not found in {RELEASE_NAMESPACE}: installing the chart"
-            );
-        }
-        let status = std::process::Command::new(workspace_binary("xtask"))
-            .args(["chart", "install"])
-            .current_dir(workspace_root())
-            .status();
-        assert!(
-            status.as_ref().is_ok_and(|s| s.success()),
-            "installing FerroLB with its chart failed ({status:?}): run \
-             `cargo xtask lab deploy` (after `sudo -E cargo xtask lab up`) and see its output"
-        );
-    }
-    for (kind, name, _) in &workloads {
-        kubectl(&[
-            "-n",
-            RELEASE_NAMESPACE,
-            "rollout",
-            "status",
-            &format!("{kind}/{name}"),
-            "--timeout=120s",
-        ])
-        .unwrap_or_else(|e| {
-            panic!(
-                "{kind}/{name} is not ready: {e}\nsee `kubectl -n {RELEASE_NAMESPACE} get pods` \
-                 and target/lab/nodes/node-N/pods/<pod uid>/<container>.log; \
-                 `cargo xtask lab deploy` reinstalls it"
-            )
-        });
-    }
-    *done = true;
+/// A Helm release of charts/ferrolb in the lab, as `cargo xtask chart install` makes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    /// The release name; it contains "ferrolb", so the objects are `<name>-controller` etc.
+    pub name: &'static str,
+    /// The namespace it is installed into.
+    pub namespace: &'static str,
+    /// Values on top of the lab's (`key=value`, as for `helm --set`).
+    pub set: &'static [&'static str],
+    /// Whether the release runs speakers (`speaker.enabled`).
+    pub speaker: bool,
 }
 
-/// The release's pods of `program` whose container started before target/<profile>/`program`
-/// was last built.
-fn stale_pods(program: &str) -> Vec<String> {
-    use k8s_openapi::api::core::v1::Pod;
-    let built = std::fs::metadata(workspace_binary(program))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs());
-    let Some(built) = built else {
-        return Vec::new();
-    };
-    let component = program.trim_start_matches("ferrolb-");
-    let Ok(json) = kubectl(&[
-        "-n",
-        RELEASE_NAMESPACE,
-        "get",
-        "pods",
-        "-l",
-        &format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"),
-        "-o",
-        "json",
-    ]) else {
-        return Vec::new();
-    };
-    let pods: Vec<Pod> = serde_json::from_str::<serde_json::Value>(&json)
-        .ok()
-        .and_then(|v| serde_json::from_value(v["items"].clone()).ok())
-        .unwrap_or_default();
-    pods.iter()
-        .filter(|pod| {
-            let started = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.running.as_ref())
-                .and_then(|r| r.started_at.as_ref())
-                .map(|t| t.0.as_second());
-            started.is_some_and(|s| u64::try_from(s).unwrap_or(0) < built)
-        })
-        .filter_map(|pod| pod.metadata.name.clone())
-        .collect()
+/// The lab's FerroLB: what `cargo xtask lab deploy` installs (release `ferrolb` in
+/// `ferrolb-system`, the lab's values) and the demo and the README use.
+pub const LAB_RELEASE: Release = Release {
+    name: "ferrolb",
+    namespace: "ferrolb-system",
+    set: &[],
+    speaker: true,
+};
+
+impl Release {
+    /// The controller Deployment's name (and the controller's Lease's).
+    pub fn controller(&self) -> String {
+        format!("{}-controller", self.name)
+    }
+
+    /// The speaker DaemonSet's name.
+    pub fn speaker(&self) -> String {
+        format!("{}-speaker", self.name)
+    }
+
+    /// The release's pods of `component` (controller or speaker), as the API server has them.
+    pub fn pods(&self, component: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        let selector = format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component={component}",
+            self.name
+        );
+        let json = kubectl(&[
+            "-n",
+            self.namespace,
+            "get",
+            "pods",
+            "-l",
+            &selector,
+            "-o",
+            "json",
+        ])
+        .unwrap_or_else(|e| panic!("listing the pods of release {}: {e}", self.name));
+        let list: serde_json::Value = serde_json::from_str(&json).expect("kubectl's JSON");
+        serde_json::from_value(list["items"].clone()).expect("a list of Pods")
+    }
+
+    /// Installs the release if missing, upgrades it if a pod runs an older binary than
+    /// target/<profile>/, and waits until its workloads are rolled out. Once per test binary
+    /// and release. Panics with what to run when it cannot.
+    pub fn ensure_installed(&self) {
+        use std::sync::Mutex;
+        static DONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if done.contains(&self.name) {
+            return;
+        }
+        let mut workloads = vec![("deployment", self.controller(), "controller")];
+        if self.speaker {
+            workloads.push(("daemonset", self.speaker(), "speaker"));
+        }
+        let by_helm = workloads.iter().all(|(kind, name, _)| {
+            kubectl(&[
+                "-n",
+                self.namespace,
+                "get",
+                kind,
+                name,
+                "-o",
+                r"jsonpath={.metadata.labels.app\.kubernetes\.io/managed-by}",
+            ])
+            .is_ok_and(|by| by == "Helm")
+        });
+        let stale: Vec<String> = if by_helm {
+            workloads
+                .iter()
+                .flat_map(|(_, _, component)| self.stale_pods(component))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !by_helm || !stale.is_empty() {
+            if by_helm {
+                eprintln!(
+                    "{}: {} run an older binary than target/: upgrading the release",
+                    self.name,
+                    stale.join(", ")
+                );
+            } else {
+                eprintln!(
+                    "release {} not found in {}: installing the chart",
+                    self.name, self.namespace
+                );
+            }
+            let mut cmd = std::process::Command::new(workspace_binary("xtask"));
+            cmd.args([
+                "chart",
+                "install",
+                "--release",
+                self.name,
+                "-n",
+                self.namespace,
+            ])
+            .current_dir(workspace_root());
+            let speaker = format!("speaker.enabled={}", self.speaker);
+            for v in self.set.iter().copied().chain([speaker.as_str()]) {
+                cmd.args(["--set", v]);
+            }
+            let status = cmd.status();
+            assert!(
+                status.as_ref().is_ok_and(|s| s.success()),
+                "installing release {} with the chart failed ({status:?}): see the output above; \
+                 `cargo xtask lab deploy` installs the lab's (after `sudo -E cargo xtask lab up`)",
+                self.name
+            );
+        }
+        for (kind, name, _) in &workloads {
+            kubectl(&[
+                "-n",
+                self.namespace,
+                "rollout",
+                "status",
+                &format!("{kind}/{name}"),
+                "--timeout=120s",
+            ])
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{kind}/{name} is not ready: {e}\nsee `kubectl -n {} get pods` and \
+                     target/lab/nodes/node-N/pods/<pod uid>/<container>.log; \
+                     `cargo xtask lab deploy` reinstalls the lab's FerroLB",
+                    self.namespace
+                )
+            });
+        }
+        done.push(self.name);
+    }
+
+    /// The release's pods of `component` whose container started before
+    /// target/<profile>/ferrolb-`component` was last built.
+    fn stale_pods(&self, component: &str) -> Vec<String> {
+        let built = std::fs::metadata(workspace_binary(&format!("ferrolb-{component}")))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        let Some(built) = built else {
+            return Vec::new();
+        };
+        self.pods(component)
+            .iter()
+            .filter(|pod| {
+                let started = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.running.as_ref())
+                    .and_then(|r| r.started_at.as_ref())
+                    .map(|t| t.0.as_second());
+                started.is_some_and(|s| u64::try_from(s).unwrap_or(0) < built)
+            })
+            .filter_map(|pod| pod.metadata.name.clone())
+            .collect()
+    }
+}
+
+/// Makes sure FerroLB runs in the lab as `cargo xtask lab deploy` installs it ([`LAB_RELEASE`]:
+/// the chart's args, ServiceAccounts and RBAC only, the workspace's current binaries), installing
+/// or upgrading it with `xtask chart install` when it is missing, was not made by helm, or runs
+/// an older build. Once per test binary.
+pub fn ensure_ferrolb_installed() {
+    LAB_RELEASE.ensure_installed();
 }

@@ -77,20 +77,18 @@ const RENDERINGS: [Rendering; 2] = [
     },
 ];
 
-/// `helm lint --strict`, with the default values, with the lab's, and with every optional
-/// template switched on (so the monitoring templates are linted too).
+/// `helm lint --strict`, with the default values, with the lab's, with every optional
+/// template switched on (so the monitoring templates are linted too), and without speakers.
 pub fn lint(root: &Path) -> anyhow::Result<()> {
     let helm = helm::build(root)?;
-    let variants: [&[&str]; 3] = [
-        &[],
-        &["-f", LAB_VALUES],
-        &[
-            "--set",
-            "prometheus.serviceMonitor.enabled=true",
-            "--set",
-            "prometheus.prometheusRule.enabled=true",
-        ],
+    let monitoring = [
+        "--set",
+        "prometheus.serviceMonitor.enabled=true",
+        "--set",
+        "prometheus.prometheusRule.enabled=true",
     ];
+    let controller_only = [monitoring.as_slice(), &["--set", "speaker.enabled=false"]].concat();
+    let variants: [&[&str]; 4] = [&[], &["-f", LAB_VALUES], &monitoring, &controller_only];
     for extra in variants {
         run::status(
             Command::new(&helm)

@@ -12,8 +12,9 @@ use anyhow::{Context, bail};
 
 use crate::{chart, controlplane, lab, run};
 
-/// The demo's pool: a free range of the lab's LAN.
-const POOL: &str = "192.0.2.200-192.0.2.220";
+/// The demo's pool: a free range of the lab's LAN, apart from the end-to-end tests' addresses
+/// (192.0.2.128-223) so they run beside the demo's Service.
+const POOL: &str = "192.0.2.240-192.0.2.250";
 
 fn step(n: u8, what: &str) {
     eprintln!("\n==> [{n}/7] {what}");
