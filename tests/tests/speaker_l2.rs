@@ -353,10 +353,10 @@ fn speaker_pid(node: &str) -> Option<u32> {
 /// a probe every 20 ms is 50 arpings started 20 ms apart, each broadcasting once a second.
 const PROBERS: u32 = 50;
 
-/// A continuous broadcast ARP probe from the client; yields every reply.
 /// A reply as the probe saw it: which arping process, when it was read, from which MAC.
 type Reply = (usize, Instant, String);
 
+/// A continuous broadcast ARP probe from the client; yields every reply.
 fn probe(ip: &str) -> (Vec<std::process::Child>, mpsc::Receiver<Reply>) {
     let (tx, rx) = mpsc::channel();
     let mut children = Vec::new();
