@@ -5,6 +5,7 @@ pub mod bfd;
 pub mod bgp;
 pub mod forward;
 pub mod l2;
+pub mod proxy_protocol;
 pub mod selector;
 pub mod service;
 

@@ -178,18 +178,14 @@ pub fn convert(
     }
 }
 
-/// The path the Service's `ferrolb.io/forwarding` annotation asks for (kernel unless it says
-/// `userspace`).
+/// The path the Service's annotations ask for: kernel unless `ferrolb.io/forwarding: userspace`
+/// with no or a valid `ferrolb.io/proxy-protocol` ([`crate::userspace::selection`]).
 pub fn forwarding_path(svc: &Service) -> ForwardingPath {
-    match svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(FORWARDING_ANNOTATION))
-        .map(String::as_str)
-    {
-        Some("userspace") => ForwardingPath::Userspace,
-        _ => ForwardingPath::Kernel,
+    // One reading of the annotations for both paths: a bad value (an unknown path, or
+    // `ferrolb.io/proxy-protocol: v3`) keeps the Service on the kernel path.
+    match crate::userspace::selection(svc).0 {
+        crate::userspace::Selection::Userspace { .. } => ForwardingPath::Userspace,
+        crate::userspace::Selection::Kernel => ForwardingPath::Kernel,
     }
 }
 

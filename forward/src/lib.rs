@@ -11,6 +11,7 @@ mod metrics;
 mod nft;
 mod runner;
 mod sysctl;
+pub mod userspace;
 
 pub use error::ForwardError;
 pub use metrics::ForwardMetrics;

@@ -1,0 +1,720 @@
+//! The userspace forwarder against the real kernel, inside network namespaces this test creates
+//! (`ferrolb-uspt-*`, removed on drop). Topology:
+//!
+//! ```text
+//! cl 192.0.2.2/24 ── fw 192.0.2.1/24 (proxy; VIP 192.0.2.200 on the same link, on no interface)
+//!                    fw ── b1 198.18.1.2   fw ── b2 198.18.2.2   fw ── b3 198.18.3.2 (refuses)
+//! ```
+//! The client reaches the VIP on its own link, so it must ARP for it: the kernel never answers,
+//! the test plays the speaker's reply with a static neighbour entry.
+
+mod netns;
+
+use ferrolb_core::forward::Frontend;
+use ferrolb_core::proxy_protocol::{self, Header};
+use ferrolb_forward::userspace::{
+    InterceptConfig, Interceptor, ProxyFrontend, ProxySettings, TcpProxy, UserspaceMetrics,
+    userspace_frontends,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use netns::{in_ns, sh};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const VIP: &str = "192.0.2.200";
+const NODE: &str = "node-fw";
+const BACKEND_PORT: u16 = 8080;
+
+/// What a backend saw on one connection.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    backend: &'static str,
+    header: Option<Header>,
+}
+
+/// The namespaces of one test and the proxy running in `fw`; all removed when dropped.
+struct Lab {
+    fw: String,
+    cl: String,
+    backends: Vec<String>,
+    rt: tokio::runtime::Runtime,
+    proxy: Arc<Mutex<Option<TcpProxy>>>,
+    interceptor: Arc<Mutex<Interceptor>>,
+    metrics: UserspaceMetrics,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(p) = self.proxy.lock().unwrap().take() {
+            drop(p);
+        }
+        for ns in std::iter::once(&self.fw)
+            .chain([&self.cl])
+            .chain(self.backends.iter())
+        {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    /// The lab; `proxy_header` says whether backends expect a PROXY header first.
+    fn new(settings: ProxySettings, proxy_header: bool) -> Lab {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let name = |role: &str| format!("ferrolb-uspt-{id}-{role}");
+        let (fw, cl) = (name("fw"), name("cl"));
+        let backends: Vec<String> = ["b1", "b2", "b3"].iter().map(|b| name(b)).collect();
+        for ns in std::iter::once(&fw).chain([&cl]).chain(backends.iter()) {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip", "-n", &fw, "link", "add", "c", "type", "veth", "peer", "name", "eth0", "netns",
+            &cl,
+        ]);
+        sh(&["ip", "-n", &fw, "addr", "add", "192.0.2.1/24", "dev", "c"]);
+        sh(&[
+            "ip",
+            "-n",
+            &cl,
+            "addr",
+            "add",
+            "192.0.2.2/24",
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &fw, "link", "set", "c", "up"]);
+        sh(&["ip", "-n", &cl, "link", "set", "eth0", "up"]);
+        for (i, b) in backends.iter().enumerate() {
+            let dev = format!("b{}", i + 1);
+            let net = format!("198.18.{}", i + 1);
+            sh(&[
+                "ip", "-n", &fw, "link", "add", &dev, "type", "veth", "peer", "name", "eth0",
+                "netns", b,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                &fw,
+                "addr",
+                "add",
+                &format!("{net}.1/24"),
+                "dev",
+                &dev,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                b,
+                "addr",
+                "add",
+                &format!("{net}.2/24"),
+                "dev",
+                "eth0",
+            ]);
+            sh(&["ip", "-n", &fw, "link", "set", &dev, "up"]);
+            sh(&["ip", "-n", b, "link", "set", "eth0", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                b,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{net}.1"),
+            ]);
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // b3 listens nowhere: connections to it are refused.
+        backend(&backends[0], "b1", proxy_header, seen.clone());
+        backend(&backends[1], "b2", proxy_header, seen.clone());
+        let metrics = UserspaceMetrics::default();
+        let (rt, proxy) = {
+            let metrics = metrics.clone();
+            in_ns(&fw, move || {
+                // Worker threads are spawned from here and inherit the namespace.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let proxy = {
+                    let _g = rt.enter();
+                    TcpProxy::new(settings, metrics)
+                };
+                (rt, proxy)
+            })
+        };
+        Lab {
+            fw,
+            cl,
+            backends,
+            rt,
+            proxy: Arc::new(Mutex::new(Some(proxy))),
+            interceptor: Arc::new(Mutex::new(Interceptor::new(InterceptConfig::default()))),
+            metrics,
+            seen,
+        }
+    }
+
+    /// Serves what `services` and `slices` ask of the userspace path (as the runner does).
+    fn apply(&self, services: Vec<Service>, slices: Vec<EndpointSlice>) -> Vec<Frontend> {
+        let announced = BTreeSet::from([VIP.parse::<IpAddr>().unwrap()]);
+        let (wanted, _notes) = userspace_frontends(&announced, &services, &slices, NODE);
+        self.apply_frontends(wanted)
+    }
+
+    fn apply_frontends(&self, wanted: BTreeMap<Frontend, ProxyFrontend>) -> Vec<Frontend> {
+        let (proxy, interceptor, handle) = (
+            self.proxy.clone(),
+            self.interceptor.clone(),
+            self.rt.handle().clone(),
+        );
+        in_ns(&self.fw, move || {
+            let _g = handle.enter();
+            let listening = proxy.lock().unwrap().as_mut().unwrap().apply(&wanted);
+            let set = listening
+                .iter()
+                .map(|f| (f.vip, f.protocol, f.port))
+                .collect();
+            interceptor.lock().unwrap().apply(&set).expect("intercept");
+            listening
+        })
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Plays the speaker's ARP reply: the client learns the VIP at the proxy node's MAC.
+    fn learn_vip(&self) {
+        let link = sh(&["ip", "-n", &self.fw, "-br", "link", "show", "c"]);
+        let mac = link.split_whitespace().nth(2).expect("mac").to_string();
+        sh(&[
+            "ip",
+            "-n",
+            &self.cl,
+            "neigh",
+            "replace",
+            VIP,
+            "lladdr",
+            &mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    }
+}
+
+/// A Service `name` on the VIP, port 80, with `annotations`.
+fn service(name: &str, annotations: serde_json::Value) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": name, "annotations": annotations},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": 80}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": VIP}]}}
+    }))
+    .unwrap()
+}
+
+fn userspace(name: &str) -> Service {
+    service(name, json!({"ferrolb.io/forwarding": "userspace"}))
+}
+
+/// The Service's slice: `(address, ready, terminating)` per endpoint.
+fn slice(name: &str, endpoints: &[(&str, bool, bool)]) -> EndpointSlice {
+    let eps: Vec<_> = endpoints
+        .iter()
+        .map(|(ip, ready, terminating)| {
+            json!({"addresses": [ip], "nodeName": NODE,
+                   "conditions": {"ready": ready, "serving": true, "terminating": terminating}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": format!("{name}-x"),
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": eps,
+        "ports": [{"name": "web", "port": BACKEND_PORT}]
+    }))
+    .unwrap()
+}
+
+/// A backend on port 8080: an optional PROXY header, then a line. `GET …` gets an HTTP answer
+/// naming the backend; `stream <n>` gets n KiB slowly; anything else gets the backend's name and
+/// is then echoed until the client closes (so the client closes first, as in churn).
+fn backend(ns: &str, tag: &'static str, proxy_header: bool, seen: Arc<Mutex<Vec<Seen>>>) {
+    let listener = in_ns(ns, || {
+        TcpListener::bind(("0.0.0.0", BACKEND_PORT)).expect("bind")
+    });
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || serve_backend(conn, tag, proxy_header, seen));
+        }
+    });
+}
+
+fn serve_backend(
+    mut conn: TcpStream,
+    tag: &'static str,
+    proxy_header: bool,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut header = None;
+    let line = loop {
+        if proxy_header && header.is_none() {
+            match proxy_protocol::decode(&buf) {
+                Ok((h, used)) => {
+                    header = Some(h);
+                    buf.drain(..used);
+                }
+                Err(proxy_protocol::DecodeError::Incomplete(_)) => {}
+                Err(e) => panic!("{tag}: bad PROXY header: {e}"),
+            }
+        }
+        if (!proxy_header || header.is_some())
+            && let Some(end) = buf.iter().position(|b| *b == b'\n')
+        {
+            break String::from_utf8_lossy(&buf[..end]).trim().to_string();
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    seen.lock().unwrap().push(Seen {
+        backend: tag,
+        header,
+    });
+    if line.starts_with("GET ") {
+        let _ = conn
+            .write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n{tag}\n").as_bytes());
+    } else if let Some(kib) = line.strip_prefix("stream ") {
+        let kib: usize = kib.parse().unwrap();
+        let block = vec![b'x'; 1024];
+        for i in 0..kib {
+            if conn.write_all(&block).is_err() {
+                return;
+            }
+            if i % 64 == 63 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    } else {
+        let _ = conn.write_all(format!("{tag}\n").as_bytes());
+        while let Ok(n) = conn.read(&mut chunk) {
+            if n == 0 || conn.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// `curl http://VIP/` from the client namespace: the body (the backend's name).
+fn curl(lab: &Lab) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.cl, "curl", "-sS", "--max-time", "5"])
+        .arg(format!("http://{VIP}/"))
+        .output()
+        .expect("curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn vip(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP.parse().unwrap(), port)
+}
+
+/// One line exchange from the client: connect, send `hi`, read the backend's name, close first.
+fn hello(to: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"hi\n")?;
+    let mut name = [0u8; 3];
+    s.read_exact(&mut name)?;
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
+
+#[test]
+fn kernel_never_answers_arp_and_curl_reaches_every_backend() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    let fe = lab.apply(
+        vec![userspace("web")],
+        vec![slice(
+            "web",
+            &[("198.18.1.2", true, false), ("198.18.2.2", true, false)],
+        )],
+    );
+    assert_eq!(fe.len(), 1);
+    // The VIP is on the client's link: only an ARP answer could reach it, and none comes.
+    let arping = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.cl, "arping", "-c", "3", "-w", "3", "-I", "eth0", VIP,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !arping.status.success(),
+        "the kernel answered ARP for the VIP: {}",
+        String::from_utf8_lossy(&arping.stdout)
+    );
+    // The same probe for the node's own address is answered: the method works.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.cl,
+        "arping",
+        "-c",
+        "1",
+        "-w",
+        "3",
+        "-I",
+        "eth0",
+        "192.0.2.1",
+    ]);
+    let neigh = sh(&["ip", "-n", &lab.fw, "-4", "addr", "show"]);
+    assert!(!neigh.contains(VIP), "the VIP is no local address: {neigh}");
+    lab.learn_vip();
+    let mut reached = BTreeMap::new();
+    for _ in 0..20 {
+        let body = curl(&lab).expect("curl through the VIP");
+        *reached.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(
+        reached.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["b1", "b2"],
+        "{reached:?}"
+    );
+    assert_eq!(lab.metrics.forwarded("default", "web"), 20);
+    let (up, down) = lab.metrics.bytes_carried("default", "web");
+    assert!(up > 20 * 40 && down > 20 * 40, "bytes {up} {down}");
+}
+
+#[test]
+fn proxy_protocol_headers_reach_the_backend() {
+    for version in ["v1", "v2"] {
+        let port = 80;
+        let lab = Lab::new(ProxySettings::default(), true);
+        lab.apply(
+            vec![service(
+                "pp",
+                json!({"ferrolb.io/forwarding": "userspace", "ferrolb.io/proxy-protocol": version}),
+            )],
+            vec![slice("pp", &[("198.18.1.2", true, false)])],
+        );
+        lab.learn_vip();
+        let got = in_ns(&lab.cl, move || hello(vip(port))).expect("hello");
+        assert_eq!(got, "b1\n", "{version}");
+        let seen = lab.seen();
+        assert_eq!(seen.len(), 1, "{version}: {seen:?}");
+        let Some(Header::Proxy {
+            source,
+            destination,
+            ..
+        }) = seen[0].header
+        else {
+            panic!("{version}: no PROXY header: {seen:?}");
+        };
+        assert_eq!(
+            source.ip(),
+            "192.0.2.2".parse::<IpAddr>().unwrap(),
+            "{version}"
+        );
+        assert_eq!(destination, vip(port), "{version}");
+    }
+}
+
+/// Bad inputs tried: `ferrolb.io/forwarding: bogus` and `ferrolb.io/proxy-protocol: v3` (on a
+/// userspace Service). Neither gets a userspace frontend (the kernel path keeps them), and each
+/// is reported with the Service's name.
+#[test]
+fn bad_annotations_keep_the_kernel_path() {
+    let announced = BTreeSet::from([VIP.parse::<IpAddr>().unwrap()]);
+    let services = vec![
+        service("bogus", json!({"ferrolb.io/forwarding": "bogus"})),
+        service(
+            "v3",
+            json!({"ferrolb.io/forwarding": "userspace", "ferrolb.io/proxy-protocol": "v3"}),
+        ),
+    ];
+    let (wanted, notes) = userspace_frontends(&announced, &services, &[], NODE);
+    assert!(wanted.is_empty(), "{wanted:?}");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes[0].0.to_string(), "default/bogus");
+    assert!(notes[0].1.contains("\"bogus\"") && notes[0].1.contains("kernel path"));
+    assert_eq!(notes[1].0.to_string(), "default/v3");
+    assert!(notes[1].1.contains("\"v3\"") && notes[1].1.contains("kernel path"));
+    for svc in &services {
+        assert_eq!(
+            ferrolb_forward::k8s::forwarding_path(svc),
+            ferrolb_forward::k8s::ForwardingPath::Kernel,
+            "the kernel plan must take {:?}",
+            svc.metadata.name
+        );
+    }
+}
+
+#[test]
+fn refusing_backend_is_ejected_and_no_request_fails() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    lab.apply(
+        vec![userspace("web")],
+        vec![slice(
+            "web",
+            &[("198.18.1.2", true, false), ("198.18.3.2", true, false)],
+        )],
+    );
+    lab.learn_vip();
+    for i in 0..20 {
+        assert_eq!(
+            curl(&lab).unwrap_or_else(|e| panic!("request {i}: {e}")),
+            "b1"
+        );
+    }
+    let refusing: SocketAddr = "198.18.3.2:8080".parse().unwrap();
+    assert_eq!(
+        lab.metrics.ejections("default", "web", refusing),
+        1,
+        "ejected once, then skipped for the backoff"
+    );
+    assert_eq!(lab.metrics.forwarded("default", "web"), 20);
+}
+
+#[test]
+fn draining_keeps_a_long_transfer_while_new_connections_go_elsewhere() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    let both = [("198.18.1.2", true, false), ("198.18.2.2", true, false)];
+    lab.apply(vec![userspace("web")], vec![slice("web", &both)]);
+    lab.learn_vip();
+    // The first connection goes to the first backend (b1): 4 MiB at about 3 MiB/s.
+    let kib = 4096;
+    let transfer = {
+        let cl = lab.cl.clone();
+        std::thread::spawn(move || {
+            in_ns(&cl, move || {
+                let mut s = TcpStream::connect_timeout(&vip(80), Duration::from_secs(3))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                s.write_all(format!("stream {kib}\n").as_bytes())?;
+                let mut all = Vec::new();
+                s.read_to_end(&mut all)?;
+                Ok::<usize, std::io::Error>(all.len())
+            })
+        })
+    };
+    let start = Instant::now();
+    while lab.seen().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "transfer never reached a backend"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(lab.seen()[0].backend, "b1");
+    // b1 terminates: not ready, still serving; b2 is ready, so only b2 gets new connections.
+    lab.apply(
+        vec![userspace("web")],
+        vec![slice(
+            "web",
+            &[("198.18.1.2", false, true), ("198.18.2.2", true, false)],
+        )],
+    );
+    for _ in 0..10 {
+        assert_eq!(curl(&lab).expect("curl during the drain"), "b2");
+    }
+    assert!(
+        !transfer.is_finished(),
+        "the transfer should still be running"
+    );
+    let got = transfer.join().unwrap().expect("transfer");
+    assert_eq!(got, kib * 1024, "the in-flight transfer finished whole");
+    // With no ready endpoint left, the terminating one serves again (as the kernel path does).
+    lab.apply(
+        vec![userspace("web")],
+        vec![slice("web", &[("198.18.1.2", false, true)])],
+    );
+    assert_eq!(
+        curl(&lab).expect("terminating endpoint as the last resort"),
+        "b1"
+    );
+}
+
+#[test]
+fn churn_reuses_source_ports_without_eaddrnotavail() {
+    // 64 source ports and 64 ephemeral ports: without reuse of TIME_WAIT four-tuples the
+    // proxy would run out after ~128 connections (the client closes first, so every backend
+    // connection of the proxy ends in TIME_WAIT for 60 s).
+    let settings = ProxySettings {
+        source_ports: 61_000..=61_063,
+        ..ProxySettings::default()
+    };
+    let lab = Lab::new(settings, false);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.fw,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_local_port_range=40000 40063",
+    ]);
+    lab.apply(
+        vec![userspace("web")],
+        vec![slice(
+            "web",
+            &[("198.18.1.2", true, false), ("198.18.2.2", true, false)],
+        )],
+    );
+    lab.learn_vip();
+    let n = 3000;
+    let failures = in_ns(&lab.cl.clone(), move || {
+        let mut failures = Vec::new();
+        for i in 0..n {
+            if let Err(e) = hello(vip(80)) {
+                failures.push((i, e.to_string()));
+            }
+        }
+        failures
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {n} failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(lab.metrics.forwarded("default", "web"), n as u64);
+    let tw = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.fw,
+        "ss",
+        "-Htan",
+        "state",
+        "time-wait",
+    ]);
+    assert!(
+        tw.lines().count() <= 2 * 64 + 64,
+        "TIME_WAIT stays bounded by the port ranges: {}",
+        tw.lines().count()
+    );
+}
+
+#[test]
+fn no_endpoints_and_outside_sources_are_refused_not_black_holed() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    let mut svc = userspace("web");
+    lab.apply(vec![svc.clone()], vec![slice("web", &[])]);
+    lab.learn_vip();
+    let cl = lab.cl.clone();
+    let (r, took) = in_ns(&cl, || {
+        let start = Instant::now();
+        (hello(vip(80)), start.elapsed())
+    });
+    let kind = r.expect_err("no endpoint").kind();
+    assert!(
+        matches!(
+            kind,
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused | ErrorKind::UnexpectedEof
+        ),
+        "{kind:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "refused at once, not a timeout: {took:?}"
+    );
+
+    svc.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["198.51.100.0/24".into()]);
+    lab.apply(
+        vec![svc],
+        vec![slice("web", &[("198.18.1.2", true, false)])],
+    );
+    let r = in_ns(&cl, || hello(vip(80)));
+    assert!(
+        r.is_err(),
+        "a client outside loadBalancerSourceRanges is refused: {r:?}"
+    );
+    assert!(lab.seen().is_empty(), "the backend never saw it");
+}
+
+#[test]
+fn stop_removes_table_rules_and_routes_and_a_restart_reconciles() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    lab.apply(
+        vec![userspace("web")],
+        vec![slice("web", &[("198.18.1.2", true, false)])],
+    );
+    let fw = lab.fw.clone();
+    let state = move || {
+        let fw = fw.clone();
+        (
+            sh(&["ip", "netns", "exec", &fw, "nft", "list", "tables"]),
+            sh(&["ip", "-n", &fw, "-4", "rule", "show"])
+                + &sh(&["ip", "-n", &fw, "-6", "rule", "show"]),
+            sh(&["ip", "-n", &fw, "-4", "route", "show", "table", "2046"]),
+        )
+    };
+    let (tables, rules, routes) = state();
+    assert!(tables.contains("inet ferrolb-proxy"), "{tables}");
+    assert_eq!(rules.matches("lookup 2046").count(), 2, "{rules}");
+    assert!(routes.contains("local default dev lo"), "{routes}");
+    // A crashed run leaves everything; a new one replaces it without duplicates.
+    let cfg = InterceptConfig::default();
+    let fe = BTreeSet::from([(
+        VIP.parse().unwrap(),
+        ferrolb_core::forward::Protocol::Tcp,
+        81,
+    )]);
+    let fw = lab.fw.clone();
+    in_ns(&fw, move || {
+        Interceptor::new(cfg).apply(&fe).expect("restart")
+    });
+    let (tables, rules, _) = state();
+    assert_eq!(rules.matches("lookup 2046").count(), 2, "{rules}");
+    let ruleset = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.fw,
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "ferrolb-proxy",
+    ]);
+    assert!(
+        ruleset.contains("dport 81") && !ruleset.contains("dport 80 "),
+        "{ruleset}"
+    );
+    assert_eq!(tables.matches("ferrolb-proxy").count(), 1);
+    let cfg = InterceptConfig::default();
+    in_ns(&lab.fw, move || {
+        Interceptor::new(cfg).remove().expect("remove")
+    });
+    let (tables, rules, routes) = state();
+    assert!(!tables.contains("ferrolb-proxy"), "{tables}");
+    assert!(!rules.contains("2046"), "{rules}");
+    assert!(routes.trim().is_empty(), "{routes}");
+}
