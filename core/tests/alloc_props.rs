@@ -286,7 +286,7 @@ impl World {
             let fams: BTreeSet<Family> = ips.iter().map(|ip| Family::of(*ip)).collect();
             prop_assert_eq!(fams.len(), ips.len(), "{} holds two IPs of one family", key);
             let req = &self.specs[key];
-            for (ip, pool_name) in held {
+            for (ip, pool_name) in &held {
                 by_ip.entry(*ip).or_default().push(key);
                 let pool = self.pools.iter().find(|p| &p.name == pool_name);
                 prop_assert!(

@@ -38,6 +38,7 @@ mod errors;
 mod pool;
 mod range;
 mod request;
+mod rules;
 mod state;
 mod table;
 
@@ -173,7 +174,7 @@ impl Allocator {
     }
 
     /// The IPs the Service holds, with their pools, in its family order.
-    pub fn held(&self, key: &ServiceKey) -> &[(IpAddr, String)] {
+    pub fn held(&self, key: &ServiceKey) -> Vec<(IpAddr, String)> {
         self.state.held(key)
     }
 

@@ -1,29 +1,32 @@
-//! The allocator's tables and rules; see the module docs of [`super`] for the contract.
+//! The allocator's tables and how changes are recorded in them; the rules that decide what
+//! a Service gets are in `rules.rs`. See the module docs of [`super`] for the contract.
 //!
 //! Hot-path shape (see ADR 0006, Cost): Services are interned to a [`SvcId`] on their first
 //! assignment and pools to a [`PoolId`] in rank order on `set_pools`, so an `assign` hashes the
 //! `ServiceKey` once, walks the pools without building lists or strings, and the address
-//! tables hold small integers. Strings are only built for what the API returns and for errors.
+//! tables hold small integers. A record keeps its key's hash, so the index never rehashes a
+//! key (or even reads one) when it grows; a record's addresses are a fixed-size
+//! [`PerFamily`] of pool ids. Strings are only built for what the API returns and for errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
-use super::pool::{AutoAssign, BuggyIps, Pool};
+use super::pool::{BuggyIps, Pool};
 use super::range::{Family, buggy_count, from_u128, to_u128};
-use super::request::{FamilyPolicy, Protocol, ServiceKey, ServiceRequest};
+use super::request::{Protocol, ServiceKey, ServiceRequest};
+use super::rules::Who;
 use super::table::{Holders, PerFamily, PoolId, Runs, SvcId};
 use super::{AllocError, Assignment, Overlap, PoolCounts, PoolsReport};
 
 /// A pool as the hot path sees it, with the bookkeeping that changes as addresses come and go.
 #[derive(Debug, Clone)]
-struct PoolRt {
-    pool: Pool,
+pub(super) struct PoolRt {
+    pub(super) pool: Pool,
     /// Range bounds per family (index: [`fam_idx`]).
-    bounds: [Vec<(u128, u128)>; 2],
+    pub(super) bounds: [Vec<(u128, u128)>; 2],
     /// Addresses the pool hands out, per family.
     size: [u128; 2],
     /// Of those, how many are held by anyone (through any pool).
@@ -50,36 +53,50 @@ impl PoolRt {
         }
     }
 
-    fn has_family(&self, family: Family) -> bool {
+    pub(super) fn has_family(&self, family: Family) -> bool {
         !self.bounds[fam_idx(family)].is_empty()
     }
 }
 
 /// Who holds one address.
 #[derive(Debug, Clone)]
-struct IpRecord {
+pub(super) struct IpRecord {
     /// The pool the first holder got it from (for `assigned` counts).
-    pool: PoolId,
-    holders: Holders,
+    pub(super) pool: PoolId,
+    pub(super) holders: Holders,
 }
 
 /// The parts of a Service's last request that later rules read (sharing, pool re-checks).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Terms {
-    namespace_labels: BTreeMap<String, String>,
-    service_labels: BTreeMap<String, String>,
-    requested_pool: Option<String>,
-    sharing_key: Option<String>,
-    ports: Vec<(Protocol, u16)>,
-    local_traffic_selector: Option<BTreeMap<String, String>>,
+pub(super) struct Terms {
+    pub(super) namespace_labels: BTreeMap<String, String>,
+    pub(super) service_labels: BTreeMap<String, String>,
+    pub(super) requested_pool: Option<String>,
+    pub(super) sharing_key: Option<String>,
+    pub(super) ports: Vec<(Protocol, u16)>,
+    pub(super) local_traffic_selector: Option<BTreeMap<String, String>>,
 }
+
+/// The terms of a Service that asked for nothing in particular (no labels, pool or key).
+static NO_TERMS: Terms = Terms {
+    namespace_labels: BTreeMap::new(),
+    service_labels: BTreeMap::new(),
+    requested_pool: None,
+    sharing_key: None,
+    ports: Vec::new(),
+    local_traffic_selector: None,
+};
 
 impl Terms {
     /// Ports and the Local selector only matter between Services with one sharing key, so
     /// they are kept only when there is a key (no clone per `assign` for the usual Service).
-    fn of(req: &ServiceRequest) -> Terms {
+    /// `None` stands for [`NO_TERMS`], so such a record stays small.
+    fn of(req: &ServiceRequest) -> Option<Box<Terms>> {
+        if NO_TERMS.same_as(req) {
+            return None;
+        }
         let sharing = req.sharing_key.is_some();
-        Terms {
+        Some(Box::new(Terms {
             namespace_labels: req.namespace_labels.clone(),
             service_labels: req.service_labels.clone(),
             requested_pool: req.requested_pool.clone(),
@@ -90,7 +107,7 @@ impl Terms {
                 Vec::new()
             },
             local_traffic_selector: req.local_traffic_selector.clone().filter(|_| sharing),
-        }
+        }))
     }
 
     fn same_as(&self, req: &ServiceRequest) -> bool {
@@ -107,95 +124,53 @@ impl Terms {
 
 /// What one Service holds and the terms it last asked under.
 #[derive(Debug, Clone)]
-struct ServiceRecord {
-    key: ServiceKey,
-    terms: Terms,
-    /// At most one per family, in the Service's family order.
-    ips: Vec<(IpAddr, String)>,
+pub(super) struct ServiceRecord {
+    pub(super) key: ServiceKey,
+    /// Its key's [`Tag`], so the index can grow or drop the record without the key.
+    tag: Tag,
+    /// `None`: [`NO_TERMS`] (read through [`ServiceRecord::terms`]).
+    terms: Option<Box<Terms>>,
+    /// At most one per family, in the Service's family order, with the pool each came from.
+    pub(super) ips: PerFamily<(IpAddr, PoolId)>,
 }
 
-/// A Service as the rules see it: borrowed from a request or from a stored record.
-#[derive(Clone, Copy)]
-struct Who<'a> {
-    key: &'a ServiceKey,
-    /// Its slab id, if it holds (or held until this call) a record.
-    id: Option<SvcId>,
-    namespace_labels: &'a BTreeMap<String, String>,
-    service_labels: &'a BTreeMap<String, String>,
-    requested_pool: Option<&'a str>,
-    sharing_key: Option<&'a str>,
-    ports: &'a [(Protocol, u16)],
-    local: Option<&'a BTreeMap<String, String>>,
-}
-
-impl<'a> Who<'a> {
-    fn of_req(req: &'a ServiceRequest, id: Option<SvcId>) -> Who<'a> {
-        Who {
-            key: &req.key,
-            id,
-            namespace_labels: &req.namespace_labels,
-            service_labels: &req.service_labels,
-            requested_pool: req.requested_pool.as_deref(),
-            sharing_key: req.sharing_key.as_deref(),
-            ports: &req.ports,
-            local: req.local_traffic_selector.as_ref(),
-        }
+impl ServiceRecord {
+    /// The terms it last asked under.
+    pub(super) fn terms(&self) -> &Terms {
+        self.terms.as_deref().unwrap_or(&NO_TERMS)
     }
-
-    fn of_rec(rec: &'a ServiceRecord, id: SvcId) -> Who<'a> {
-        let t = &rec.terms;
-        Who {
-            key: &rec.key,
-            id: Some(id),
-            namespace_labels: &t.namespace_labels,
-            service_labels: &t.service_labels,
-            requested_pool: t.requested_pool.as_deref(),
-            sharing_key: t.sharing_key.as_deref(),
-            ports: &t.ports,
-            local: t.local_traffic_selector.as_ref(),
-        }
-    }
-
-    fn served_by(&self, pool: &Pool) -> bool {
-        pool.serves_namespace(&self.key.namespace, self.namespace_labels)
-            && pool.serves_service(self.service_labels)
-    }
-}
-
-/// The pools a Service may get a new address from: the one it names, or the auto-assign pools
-/// serving it (in rank order).
-#[derive(Debug, Clone, Copy)]
-enum Candidates {
-    Named(PoolId),
-    Auto,
-}
-
-/// Why a Service may not take an address that others hold.
-enum Clash {
-    InUse(ServiceKey),
-    Sharing(ServiceKey, String),
 }
 
 #[derive(Debug, Default)]
 pub(super) struct State {
     pools: BTreeMap<String, Pool>,
     /// The pools by [`PoolId`], best-ranked first.
-    ranked: Vec<PoolRt>,
-    pool_ids: HashMap<String, PoolId>,
-    ips: HashMap<IpAddr, IpRecord>,
+    pub(super) ranked: Vec<PoolRt>,
+    pub(super) pool_ids: HashMap<String, PoolId>,
+    pub(super) ips: HashMap<IpAddr, IpRecord>,
     /// The keys of `ips`, per family, as runs.
-    runs: [Runs; 2],
-    /// Live Service ids, found by their record's key: each key is stored once, in `svcs`.
-    svc_index: HashTable<SvcId>,
+    pub(super) runs: [Runs; 2],
+    /// Live Service ids with their key's [`Tag`], found by their record's key: each key is
+    /// stored once, in `svcs`. Eight bytes an entry, so the index stays in cache.
+    svc_index: HashTable<(Tag, SvcId)>,
     hasher: DefaultHashBuilder,
     /// Service records by [`SvcId`]; `None` slots are free and listed in `vacant`.
     svcs: Vec<Option<ServiceRecord>>,
     vacant: Vec<SvcId>,
     /// Sharing key -> addresses whose holders use that key.
-    shared: HashMap<String, BTreeSet<IpAddr>>,
+    pub(super) shared: HashMap<String, BTreeSet<IpAddr>>,
 }
 
-fn fam_idx(f: Family) -> usize {
+/// 32 bits of a key's hash: enough to tell keys apart before comparing them, and, spread
+/// by [`spread`], the hash the index files the key under.
+type Tag = u32;
+
+/// The index's 64-bit hash of a [`Tag`] (the index needs varied low and high bits).
+fn spread(tag: Tag) -> u64 {
+    u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+pub(super) fn fam_idx(f: Family) -> usize {
     match f {
         Family::V4 => 0,
         Family::V6 => 1,
@@ -237,94 +212,6 @@ fn pool_size(pool: &Pool) -> [u128; 2] {
     out
 }
 
-fn ports_clash(a: &[(Protocol, u16)], b: &[(Protocol, u16)]) -> Option<String> {
-    a.iter().find(|p| b.contains(p)).map(|(proto, port)| {
-        format!("both use port {port}/{proto}; shared IPs need distinct ports")
-    })
-}
-
-fn local_clash(
-    a: Option<&BTreeMap<String, String>>,
-    b: Option<&BTreeMap<String, String>>,
-) -> Option<String> {
-    match (a, b) {
-        (None, None) => None,
-        (Some(x), Some(y)) if x == y => None,
-        (Some(_), Some(_)) => Some(
-            "both have externalTrafficPolicy Local but select different pods; \
-             Local Services may share an IP only if their selectors are equal"
-                .to_owned(),
-        ),
-        _ => Some(
-            "one has externalTrafficPolicy Local and the other Cluster; \
-             an IP shared with a Local Service must be shared only with Local Services selecting the same pods"
-                .to_owned(),
-        ),
-    }
-}
-
-/// The families the Service gets addresses for, in order, or why the request is invalid.
-fn wanted_families(req: &ServiceRequest) -> Result<PerFamily<Family>, AllocError> {
-    let invalid = |why: String| AllocError::InvalidRequest { why };
-    for (i, a) in req.requested_ips.iter().enumerate() {
-        if let Some(b) = req.requested_ips[i + 1..]
-            .iter()
-            .find(|b| Family::of(**b) == Family::of(*a))
-        {
-            return Err(invalid(format!(
-                "requested IPs {a} and {b} are both {}: give at most one per family",
-                Family::of(*a)
-            )));
-        }
-    }
-    let mut fams: PerFamily<Family> = PerFamily::default();
-    let mut add = |f: Family| {
-        if !fams.contains(&f) {
-            fams.push(f);
-        }
-    };
-    if !req.families.ip_families.is_empty() {
-        req.families.ip_families.iter().for_each(|f| add(*f));
-    } else if req.requested_ips.is_empty() {
-        add(Family::V4);
-    } else {
-        req.requested_ips.iter().for_each(|ip| add(Family::of(*ip)));
-    }
-    match req.families.policy {
-        FamilyPolicy::SingleStack => fams.truncate(1),
-        FamilyPolicy::PreferDualStack => {}
-        FamilyPolicy::RequireDualStack if fams.len() < 2 => {
-            return Err(invalid(
-                "ipFamilyPolicy RequireDualStack needs both IPv4 and IPv6 in spec.ipFamilies"
-                    .to_owned(),
-            ));
-        }
-        FamilyPolicy::RequireDualStack => {}
-    }
-    if req.requested_ips.is_empty() {
-        return Ok(fams);
-    }
-    for ip in &req.requested_ips {
-        if !fams.contains(&Family::of(*ip)) {
-            let names: Vec<String> = fams.iter().map(|f| f.to_string()).collect();
-            return Err(invalid(format!(
-                "requested IP {ip} is {} but the Service's IP families are [{}]",
-                Family::of(*ip),
-                names.join(", ")
-            )));
-        }
-    }
-    if req.families.policy == FamilyPolicy::RequireDualStack && req.requested_ips.len() < 2 {
-        return Err(invalid(
-            "ipFamilyPolicy RequireDualStack with requested IPs needs one IPv4 and one IPv6 address"
-                .to_owned(),
-        ));
-    }
-    // Explicit addresses decide the families: exactly those requested, in the Service's order.
-    fams.retain(|f| req.requested_ips.iter().any(|ip| Family::of(*ip) == *f));
-    Ok(fams)
-}
-
 /// The sharing key of `ip`'s holders (they all have the same one).
 fn ip_key<'a>(
     ips: &HashMap<IpAddr, IpRecord>,
@@ -332,7 +219,7 @@ fn ip_key<'a>(
     ip: IpAddr,
 ) -> Option<&'a str> {
     let h = ips.get(&ip)?.holders.first();
-    svcs[idx(h)].as_ref()?.terms.sharing_key.as_deref()
+    svcs[idx(h)].as_ref()?.terms().sharing_key.as_deref()
 }
 
 impl State {
@@ -340,7 +227,7 @@ impl State {
         &self.pools
     }
 
-    fn rec(&self, id: SvcId) -> &ServiceRecord {
+    pub(super) fn rec(&self, id: SvcId) -> &ServiceRecord {
         self.svcs[idx(id)]
             .as_ref()
             .expect("ids in the tables name live records")
@@ -352,20 +239,35 @@ impl State {
             .expect("ids in the tables name live records")
     }
 
-    fn lookup(&self, key: &ServiceKey) -> Option<SvcId> {
-        let hash = self.hasher.hash_one(key);
-        self.svc_index
-            .find(hash, |id| self.rec(*id).key == *key)
-            .copied()
+    /// The key's tag and, if the Service has a record, its id.
+    fn lookup(&self, key: &ServiceKey) -> (Tag, Option<SvcId>) {
+        // Truncation intended: the tag is 32 bits of the hash.
+        let tag = self.hasher.hash_one(key) as Tag;
+        let id = self
+            .svc_index
+            .find(spread(tag), |(t, id)| {
+                *t == tag && self.rec(*id).key == *key
+            })
+            .map(|(_, id)| *id);
+        (tag, id)
     }
 
-    fn pool(&self, id: PoolId) -> &PoolRt {
+    pub(super) fn pool(&self, id: PoolId) -> &PoolRt {
         &self.ranked[idx(id)]
     }
 
-    pub fn held(&self, key: &ServiceKey) -> &[(IpAddr, String)] {
-        self.lookup(key)
-            .map_or(&[], |id| self.rec(id).ips.as_slice())
+    /// `ips` with pool names, as the API returns them.
+    fn named(&self, ips: PerFamily<(IpAddr, PoolId)>) -> Vec<(IpAddr, String)> {
+        ips.iter()
+            .map(|(ip, pool)| (ip, self.pool(pool).pool.name.clone()))
+            .collect()
+    }
+
+    pub fn held(&self, key: &ServiceKey) -> Vec<(IpAddr, String)> {
+        match self.lookup(key).1 {
+            Some(id) => self.named(self.rec(id).ips),
+            None => Vec::new(),
+        }
     }
 
     pub fn holders(&self, ip: IpAddr) -> Vec<ServiceKey> {
@@ -398,6 +300,7 @@ impl State {
     // ---- pools -------------------------------------------------------------------------------
 
     pub fn set_pools(&mut self, pools: Vec<Pool>) -> PoolsReport {
+        let old_ranked: Vec<String> = self.ranked.iter().map(|rt| rt.pool.name.clone()).collect();
         self.pools = pools.into_iter().map(|p| (p.name.clone(), p)).collect();
         let mut ranked: Vec<&Pool> = self.pools.values().collect();
         ranked.sort_by(|a, b| a.rank_cmp(b));
@@ -411,26 +314,30 @@ impl State {
             ..PoolsReport::default()
         };
 
+        // Records hold the old pool ids; every record is moved to the new ones.
         for id in self.ids_by_key() {
             let rec = self.rec(id);
             let who = Who::of_rec(rec, id);
             let mut repooled = false;
-            let mut new_ips = Vec::with_capacity(rec.ips.len());
-            for (ip, old_pool) in &rec.ips {
-                let prefer = self.pool_ids.get(old_pool).copied();
-                let Some(pool) = self.pool_for(who, *ip, prefer) else {
-                    new_ips.clear();
+            let mut new_ips: PerFamily<(IpAddr, PoolId)> = PerFamily::default();
+            let mut lost = false;
+            for (ip, old_pool) in rec.ips.iter() {
+                let old_name = old_ranked[idx(old_pool)].as_str();
+                let prefer = self.pool_ids.get(old_name).copied();
+                let Some(pool) = self.pool_for(who, ip, prefer) else {
+                    lost = true;
                     break;
                 };
-                let name = &self.pool(pool).pool.name;
-                repooled |= name != old_pool;
-                new_ips.push((*ip, name.clone()));
+                repooled |= self.pool(pool).pool.name != old_name;
+                new_ips.push((ip, pool));
             }
-            if new_ips.len() < rec.ips.len() {
+            if lost {
                 report.invalidated.push(rec.key.clone());
                 self.drop_record(id);
-            } else if repooled {
-                report.repooled.push(rec.key.clone());
+            } else {
+                if repooled {
+                    report.repooled.push(rec.key.clone());
+                }
                 self.rec_mut(id).ips = new_ips;
             }
         }
@@ -440,7 +347,7 @@ impl State {
 
     /// Live Service ids, sorted by key (for deterministic rebuilds and reports).
     fn ids_by_key(&self) -> Vec<SvcId> {
-        let mut ids: Vec<SvcId> = self.svc_index.iter().copied().collect();
+        let mut ids: Vec<SvcId> = self.svc_index.iter().map(|(_, id)| *id).collect();
         ids.sort_by(|a, b| self.rec(*a).key.cmp(&self.rec(*b).key));
         ids
     }
@@ -479,281 +386,45 @@ impl State {
             rt.assigned = [0; 2];
         }
         for id in self.ids_by_key() {
-            let held: PerFamily<(IpAddr, PoolId)> = self
-                .rec(id)
-                .ips
-                .iter()
-                .map(|(ip, p)| (*ip, self.pool_ids[p]))
-                .collect();
+            let held = self.rec(id).ips;
             for (ip, pool) in held.iter() {
                 self.hold(ip, pool, id);
             }
-            for (ip, _) in held.iter() {
-                self.index(ip);
-            }
-        }
-    }
-
-    // ---- rules -------------------------------------------------------------------------------
-
-    /// Why the Service may not use `pool`, or `None` if it may.
-    fn refusal(who: Who<'_>, pool: &Pool) -> Option<String> {
-        let ns = &who.key.namespace;
-        if !pool.serves_namespace(ns, who.namespace_labels) {
-            return Some(format!(
-                "pool {} does not serve namespace {ns} (serviceAllocation namespaces/namespaceSelectors)",
-                pool.name
-            ));
-        }
-        if !pool.serves_service(who.service_labels) {
-            return Some(format!(
-                "pool {} does not serve this Service's labels (serviceAllocation serviceSelectors)",
-                pool.name
-            ));
-        }
-        None
-    }
-
-    /// The pool the Service may hold `ip` from: `prefer` if allowed, else the best-ranked one.
-    fn pool_for(&self, who: Who<'_>, ip: IpAddr, prefer: Option<PoolId>) -> Option<PoolId> {
-        let allowed = |id: &PoolId| {
-            let p = &self.pool(*id).pool;
-            p.contains(ip) && who.served_by(p) && who.requested_pool.is_none_or(|n| n == p.name)
-        };
-        prefer
-            .filter(allowed)
-            .or_else(|| (0..).take(self.ranked.len()).find(allowed))
-    }
-
-    /// Whether the Service may hold `ip` alongside its current holders (itself excluded).
-    fn clash(&self, who: Who<'_>, ip: IpAddr) -> Option<Clash> {
-        let rec = self.ips.get(&ip)?;
-        for h in rec.holders.iter().filter(|h| Some(*h) != who.id) {
-            let other = self.rec(h);
-            let t = &other.terms;
-            if who.sharing_key.is_none() || who.sharing_key != t.sharing_key.as_deref() {
-                return Some(Clash::InUse(other.key.clone()));
-            }
-            let why = ports_clash(who.ports, &t.ports)
-                .or_else(|| local_clash(who.local, t.local_traffic_selector.as_ref()));
-            if let Some(why) = why {
-                return Some(Clash::Sharing(other.key.clone(), why));
-            }
-        }
-        None
-    }
-
-    /// The pools to pick from, or why there are none.
-    fn candidate_pools(&self, who: Who<'_>) -> Result<Candidates, AllocError> {
-        let none = |why: String| AllocError::NoMatchingPool { why };
-        if let Some(name) = who.requested_pool {
-            let Some(&id) = self.pool_ids.get(name) else {
-                return Err(none(format!(
-                    "no pool named {name:?} (from ferrolb.io/address-pool); check the name with kubectl get ipaddresspools"
-                )));
-            };
-            return match Self::refusal(who, &self.pool(id).pool) {
-                Some(why) => Err(none(why)),
-                None => Ok(Candidates::Named(id)),
-            };
-        }
-        if self.ranked.is_empty() {
-            return Err(none("there is no IPAddressPool; create one".to_owned()));
-        }
-        if self.candidates(who, Candidates::Auto).next().is_none() {
-            return Err(none(format!(
-                "no pool with autoAssign serves namespace {} and this Service's labels; \
-                 name a pool with ferrolb.io/address-pool or adjust the pools' serviceAllocation",
-                who.key.namespace
-            )));
-        }
-        Ok(Candidates::Auto)
-    }
-
-    /// The candidate pools, best first (walked, not collected: this runs on every `assign`).
-    fn candidates<'a>(&'a self, who: Who<'a>, c: Candidates) -> impl Iterator<Item = PoolId> + 'a {
-        let (named, auto) = match c {
-            Candidates::Named(id) => (Some(id), None),
-            Candidates::Auto => (None, Some((0..).zip(&self.ranked))),
-        };
-        let auto = auto.into_iter().flatten().filter_map(move |(id, rt)| {
-            (rt.pool.auto_assign == AutoAssign::Yes && who.served_by(&rt.pool)).then_some(id)
-        });
-        named.into_iter().chain(auto)
-    }
-
-    /// The lowest address of `pool` and `family` nobody holds.
-    fn first_free(&self, pool: &PoolRt, family: Family) -> Option<IpAddr> {
-        let avoid = pool.pool.avoid_buggy_ips == BuggyIps::Avoid;
-        let runs = &self.runs[fam_idx(family)];
-        pool.bounds[fam_idx(family)]
-            .iter()
-            .filter_map(|&(lo, hi)| runs.first_free(family, lo, hi, avoid))
-            .min()
-            .map(|n| from_u128(family, n))
-    }
-
-    /// An address of `family` already shared under the Service's key that it may join.
-    fn joinable(&self, who: Who<'_>, pool: &Pool, family: Family) -> Option<IpAddr> {
-        let key = who.sharing_key?;
-        self.shared.get(key)?.iter().copied().find(|ip| {
-            Family::of(*ip) == family && pool.contains(*ip) && self.clash(who, *ip).is_none()
-        })
-    }
-
-    /// The Service's address for `family`, picked from the candidate pools.
-    fn pick(
-        &self,
-        who: Who<'_>,
-        family: Family,
-        pools: Candidates,
-        prefer: Option<PoolId>,
-    ) -> Result<(IpAddr, PoolId), AllocError> {
-        let has = |id: &PoolId| self.pool(*id).has_family(family);
-        let names = |ids: &mut dyn Iterator<Item = PoolId>| {
-            ids.map(|id| self.pool(id).pool.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !self.candidates(who, pools).any(|id| has(&id)) {
-            return Err(AllocError::NoMatchingPool {
-                why: format!(
-                    "none of the pools this Service may use ({}) has {family} addresses",
-                    names(&mut self.candidates(who, pools))
-                ),
-            });
-        }
-        let prefer = prefer.filter(|p| has(p) && self.candidates(who, pools).any(|id| id == *p));
-        let order = || {
-            prefer.into_iter().chain(
-                self.candidates(who, pools)
-                    .filter(|id| has(id) && Some(*id) != prefer),
-            )
-        };
-        for id in order() {
-            let rt = self.pool(id);
-            if let Some(ip) = self.joinable(who, &rt.pool, family) {
-                return Ok((ip, id));
-            }
-            if let Some(ip) = self.first_free(rt, family) {
-                return Ok((ip, id));
-            }
-        }
-        Err(AllocError::PoolExhausted {
-            pool: names(&mut order()),
-            family,
-        })
-    }
-
-    /// The current address of `family` the Service may keep, if any.
-    fn keepable(
-        &self,
-        who: Who<'_>,
-        req: &ServiceRequest,
-        family: Family,
-    ) -> Option<(IpAddr, PoolId)> {
-        let held = who.id.map_or(&[][..], |id| self.rec(id).ips.as_slice());
-        let mine = held.iter().map(|(ip, p)| (*ip, Some(p.as_str())));
-        let current = req.current_ips.iter().map(|ip| {
-            (
-                *ip,
-                held.iter().find(|(h, _)| h == ip).map(|(_, p)| p.as_str()),
-            )
-        });
-        current
-            .chain(mine)
-            .filter(|(ip, _)| Family::of(*ip) == family)
-            .find_map(|(ip, prefer)| {
-                if !req.requested_ips.is_empty() && !req.requested_ips.contains(&ip) {
-                    return None;
+            if self.rec(id).terms().sharing_key.is_some() {
+                for (ip, _) in held.iter() {
+                    self.index(ip);
                 }
-                let prefer = match prefer {
-                    Some(name) => self.pool_ids.get(name).copied(),
-                    None => self.ips.get(&ip).map(|r| r.pool),
-                };
-                let pool = self.pool_for(who, ip, prefer)?;
-                self.clash(who, ip).is_none().then_some((ip, pool))
-            })
-    }
-
-    /// The requested address of `family`, or why it cannot be had.
-    fn requested(&self, who: Who<'_>, ip: IpAddr) -> Result<(IpAddr, PoolId), AllocError> {
-        let prefer = self.ips.get(&ip).map(|r| r.pool);
-        let pool = self
-            .pool_for(who, ip, prefer)
-            .ok_or(AllocError::RequestedIPNotInPool { ip })?;
-        match self.clash(who, ip) {
-            None => Ok((ip, pool)),
-            Some(Clash::InUse(by)) => Err(AllocError::RequestedIPInUse { ip, by }),
-            Some(Clash::Sharing(with, why)) => Err(AllocError::SharingConflict { ip, with, why }),
-        }
-    }
-
-    fn plan(
-        &self,
-        req: &ServiceRequest,
-        who: Who<'_>,
-    ) -> Result<PerFamily<(IpAddr, PoolId)>, AllocError> {
-        let fams = wanted_families(req)?;
-        let mut plan: PerFamily<(IpAddr, PoolId)> = PerFamily::default();
-        let mut candidates: Option<Result<Candidates, AllocError>> = None;
-        let mut first_err: Option<AllocError> = None;
-        for fam in fams.iter() {
-            let got = if let Some(kept) = self.keepable(who, req, fam) {
-                Ok(kept)
-            } else if let Some(ip) = req.requested_ips.iter().find(|ip| Family::of(**ip) == fam) {
-                self.requested(who, *ip)
-            } else {
-                let prefer = plan.first().map(|(_, p)| p);
-                match candidates.get_or_insert_with(|| self.candidate_pools(who)) {
-                    Ok(pools) => self.pick(who, fam, *pools, prefer),
-                    Err(e) => Err(e.clone()),
-                }
-            };
-            match got {
-                Ok(x) => plan.push(x),
-                Err(e) if req.families.policy == FamilyPolicy::PreferDualStack => {
-                    first_err.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
             }
-        }
-        match (plan.is_empty(), first_err) {
-            (true, Some(e)) => Err(e),
-            _ => Ok(plan),
         }
     }
 
     // ---- changes -----------------------------------------------------------------------------
 
     pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
-        let me = self.lookup(&req.key);
-        let who = Who::of_req(req, me);
-        let kept: PerFamily<(IpAddr, PoolId)> = match wanted_families(req) {
-            Ok(fams) => fams
-                .iter()
-                .filter_map(|f| self.keepable(who, req, f))
-                .collect(),
-            Err(_) => PerFamily::default(),
-        };
+        let (tag, me) = self.lookup(&req.key);
+        let kept = self.keep_all(req, Who::of_req(req, me));
         if kept.is_empty() {
             self.release(&req.key);
             Vec::new()
         } else {
-            self.commit(req, me, kept).to_vec()
+            self.commit(req, tag, me, kept);
+            self.named(kept)
         }
     }
 
     pub fn assign(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
-        let me = self.lookup(&req.key);
+        let (tag, me) = self.lookup(&req.key);
         match self.plan(req, Who::of_req(req, me)) {
             Ok(plan) => {
-                let ips = self.commit(req, me, plan).to_vec();
-                let changed = ips
+                self.commit(req, tag, me, plan);
+                let changed = plan
                     .iter()
-                    .map(|(ip, _)| *ip)
+                    .map(|(ip, _)| ip)
                     .ne(req.current_ips.iter().copied());
-                Ok(Assignment { ips, changed })
+                Ok(Assignment {
+                    ips: self.named(plan),
+                    changed,
+                })
             }
             Err(e) => {
                 self.release(&req.key);
@@ -762,29 +433,30 @@ impl State {
         }
     }
 
-    /// Makes the Service hold exactly `plan`; returns what it now holds.
+    /// Makes the Service (whose key has `tag`) hold exactly `plan`.
     fn commit(
         &mut self,
         req: &ServiceRequest,
+        tag: Tag,
         me: Option<SvcId>,
         plan: PerFamily<(IpAddr, PoolId)>,
-    ) -> &[(IpAddr, String)] {
-        let id = me.unwrap_or_else(|| self.new_record(req));
-        let old = std::mem::take(&mut self.rec_mut(id).ips);
+    ) {
+        let id = me.unwrap_or_else(|| self.new_record(req, tag));
+        let rec = self.rec_mut(id);
+        let old = std::mem::take(&mut rec.ips);
+        // Only addresses whose holders have a sharing key are in the sharing index, and a
+        // Service without one never shares an address: most Services skip the index.
+        let sharing = rec.terms().sharing_key.is_some() || req.sharing_key.is_some();
         // Both are idempotent, so an address in `old` and `plan` may be visited twice.
-        let touched = || {
-            old.iter()
-                .map(|(ip, _)| *ip)
-                .chain(plan.iter().map(|p| p.0))
-        };
-        for ip in touched() {
-            self.deindex(ip);
+        let touched = || old.iter().chain(plan.iter()).map(|(ip, _)| ip);
+        if sharing {
+            touched().for_each(|ip| self.deindex(ip));
         }
         for (ip, _) in old
             .iter()
             .filter(|(ip, _)| !plan.iter().any(|p| p.0 == *ip))
         {
-            self.unhold(*ip, id);
+            self.unhold(ip, id);
         }
         for (ip, pool) in plan
             .iter()
@@ -792,27 +464,23 @@ impl State {
         {
             self.hold(ip, pool, id);
         }
-        let ips = plan
-            .iter()
-            .map(|(ip, pool)| (ip, self.pool(pool).pool.name.clone()))
-            .collect();
         let rec = self.rec_mut(id);
-        if !rec.terms.same_as(req) {
+        if !rec.terms().same_as(req) {
             rec.terms = Terms::of(req);
         }
-        rec.ips = ips;
-        for ip in touched() {
-            self.index(ip);
+        rec.ips = plan;
+        if sharing {
+            touched().for_each(|ip| self.index(ip));
         }
-        &self.rec(id).ips
     }
 
-    /// Interns a Service that holds nothing yet.
-    fn new_record(&mut self, req: &ServiceRequest) -> SvcId {
+    /// Interns a Service (whose key has `tag`) that holds nothing yet.
+    fn new_record(&mut self, req: &ServiceRequest, tag: Tag) -> SvcId {
         let rec = ServiceRecord {
             key: req.key.clone(),
+            tag,
             terms: Terms::of(req),
-            ips: Vec::new(),
+            ips: PerFamily::default(),
         };
         let id = match self.vacant.pop() {
             Some(id) => {
@@ -825,19 +493,18 @@ impl State {
                 id
             }
         };
-        let hash = self.hasher.hash_one(&req.key);
-        let (svcs, hasher) = (&self.svcs, &self.hasher);
-        self.svc_index.insert_unique(hash, id, |id| {
-            hasher.hash_one(&svcs[idx(*id)].as_ref().expect("live record").key)
-        });
+        self.svc_index
+            .insert_unique(spread(tag), (tag, id), |(t, _)| spread(*t));
         id
     }
 
     /// Forgets a record whose addresses are already out of the tables (or about to be rebuilt).
     fn drop_record(&mut self, id: SvcId) {
         if let Some(rec) = self.svcs[idx(id)].take() {
-            let hash = self.hasher.hash_one(&rec.key);
-            if let Ok(entry) = self.svc_index.find_entry(hash, |x| *x == id) {
+            if let Ok(entry) = self
+                .svc_index
+                .find_entry(spread(rec.tag), |(_, x)| *x == id)
+            {
                 entry.remove();
             }
             self.vacant.push(id);
@@ -845,19 +512,21 @@ impl State {
     }
 
     pub fn release(&mut self, key: &ServiceKey) {
-        let Some(id) = self.lookup(key) else {
+        let Some(id) = self.lookup(key).1 else {
             return;
         };
-        let ips = std::mem::take(&mut self.rec_mut(id).ips);
-        for (ip, _) in &ips {
-            self.deindex(*ip);
+        let rec = self.rec_mut(id);
+        let ips = std::mem::take(&mut rec.ips);
+        let sharing = rec.terms().sharing_key.is_some();
+        if sharing {
+            ips.iter().for_each(|(ip, _)| self.deindex(ip));
         }
-        for (ip, _) in &ips {
-            self.unhold(*ip, id);
+        for (ip, _) in ips.iter() {
+            self.unhold(ip, id);
         }
         self.drop_record(id);
-        for (ip, _) in ips {
-            self.index(ip);
+        if sharing {
+            ips.iter().for_each(|(ip, _)| self.index(ip));
         }
     }
 
