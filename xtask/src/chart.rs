@@ -175,10 +175,6 @@ fn first_difference(committed: &str, rendered: &str, path: &Path) -> String {
 /// `values_overrides` (`key=value`, as for `--set`). The CRDs come with the chart (helm
 /// installs `crds/` on first install only, so they are also applied here to pick up changes).
 /// The images map to target/debug binaries: build them first.
-#[allow(
-    dead_code,
-    reason = "`lab deploy` calls it once it switches to the chart"
-)]
 pub fn install(root: &Path, values_overrides: &[String]) -> anyhow::Result<()> {
     install_release(root, RELEASE, NAMESPACE, values_overrides)
 }
@@ -218,9 +214,6 @@ fn install_release(
         path_str(&crds)?,
     ]))
     .context("waiting for the CRDs to be Established")?;
-    if release == RELEASE && namespace == NAMESPACE {
-        remove_plain_manifests(&kubectl)?;
-    }
     // An upgrade keeps pods whose spec did not change, but their binary may have: restart.
     let upgrade = run::succeeds(
         Command::new(&helm)
@@ -286,57 +279,6 @@ fn workload_name(release: &str, component: &str) -> String {
     } else {
         format!("{release}-ferrolb-{component}")
     }
-}
-
-/// What tests/lab/*.yaml (the manifests before the chart) created and the chart now owns
-/// under the same names: helm refuses to adopt objects it did not make.
-const PLAIN_OBJECTS: [(&str, &str); 10] = [
-    ("deployment", "ferrolb-controller"),
-    ("daemonset", "ferrolb-speaker"),
-    ("serviceaccount", "ferrolb-controller"),
-    ("serviceaccount", "ferrolb-speaker"),
-    ("role", "ferrolb-controller-leader-election"),
-    ("rolebinding", "ferrolb-controller-leader-election"),
-    ("clusterrole", "ferrolb-controller"),
-    ("clusterrolebinding", "ferrolb-controller"),
-    ("clusterrole", "ferrolb-speaker"),
-    ("clusterrolebinding", "ferrolb-speaker"),
-];
-
-/// Deletes the objects the plain manifests made (those without helm's managed-by label), so
-/// a lab deployed the old way upgrades to the chart in place. The namespace stays.
-fn remove_plain_manifests(kubectl: &dyn Fn(&[&str]) -> Command) -> anyhow::Result<()> {
-    for (kind, name) in PLAIN_OBJECTS {
-        let managed_by = run::output(&mut kubectl(&[
-            "-n",
-            NAMESPACE,
-            "get",
-            kind,
-            name,
-            "--ignore-not-found",
-            "-o",
-            r"jsonpath={.metadata.name}/{.metadata.labels.app\.kubernetes\.io/managed-by}",
-        ]))?;
-        let Some((_, by)) = managed_by.split_once('/') else {
-            continue; // not there
-        };
-        if by == "Helm" {
-            continue;
-        }
-        eprintln!("removing {kind}/{name} (from tests/lab/*.yaml; the chart replaces it)");
-        run::status(&mut kubectl(&[
-            "-n",
-            NAMESPACE,
-            "delete",
-            kind,
-            name,
-            "--ignore-not-found",
-            // Wait for the old pods too: the new speakers need their host ports.
-            "--cascade=foreground",
-            "--wait=true",
-        ]))?;
-    }
-    Ok(())
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {

@@ -28,7 +28,7 @@ pub enum Action {
     Down,
     /// Show the lab's namespaces, kubelets and control plane.
     Status,
-    /// Build the workspace's FerroLB and (re)start it in the running lab.
+    /// Build the workspace's FerroLB and install (or upgrade) it in the running lab with helm from charts/ferrolb.
     Deploy,
 }
 

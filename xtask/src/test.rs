@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{controlplane, lab, run};
+use crate::{chart, controlplane, lab, run};
 
 /// Options of the test command.
 #[derive(Debug, clap::Args)]
@@ -44,8 +44,8 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         return run::status(&mut test);
     }
 
-    // As root the whole lab comes up (nodes, kubelets, client, router); without
-    // root only the control plane, and the tests that need the lab say so.
+    // As root the whole lab comes up (nodes, kubelets, client, router) with FerroLB installed
+    // by its chart; without root only the control plane, and the tests that need the lab say so.
     let as_root = run::is_root();
     let cp = if as_root {
         lab::up(root, 3, lab::Build::Skip)?;
@@ -56,7 +56,14 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     test.arg("--include-ignored")
         .args(&args.test_args)
         .env("FERROLB_KUBECONFIG", controlplane::kubeconfig(root));
-    let result = run::status(&mut test);
+    // The end-to-end tests run against FerroLB as the chart installs it (its args,
+    // ServiceAccounts and RBAC only), as `cargo xtask lab deploy` does.
+    let installed = if as_root {
+        chart::install(root, &[])
+    } else {
+        Ok(())
+    };
+    let result = installed.and_then(|()| run::status(&mut test));
     if cp == controlplane::Started::Now && !args.keep {
         let down = if as_root {
             lab::down(root)
