@@ -14,9 +14,11 @@ pub enum ForwardError {
         #[source]
         source: std::io::Error,
     },
-    /// `nft` refused the transaction; nothing of it was applied.
-    #[error("nft failed ({status}): {stderr}")]
+    /// `nft` refused the transaction (nothing of it was applied), or `conntrack` failed.
+    #[error("{program} failed ({status}): {stderr}")]
     Nft {
+        /// The program that failed.
+        program: String,
         /// Its exit status.
         status: ExitStatus,
         /// What it printed.

@@ -4,7 +4,7 @@ use crate::ForwardError;
 use ferrolb_core::forward::nft::{
     NftConfig, delta_transaction, full_transaction, remove_transaction,
 };
-use ferrolb_core::forward::{ForwardingPlan, Slots, diff};
+use ferrolb_core::forward::{ForwardingPlan, Slots, StaleFlow, diff, stale_udp_flows};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,8 +30,11 @@ pub struct ApplyReport {
     pub services_changed: usize,
     /// The transaction sent to `nft` (empty when unchanged).
     pub script: String,
-    /// Time from rendering to `nft` exiting.
+    /// Time from rendering to `nft` exiting (conntrack flushes not included).
     pub elapsed: Duration,
+    /// UDP flows to endpoints that went away whose conntrack entries were deleted, so their
+    /// next packets are balanced again (failures are logged, not returned: the rules are right).
+    pub flushed: Vec<StaleFlow>,
 }
 
 /// Keeps FerroLB's nftables table equal to the latest plan.
@@ -39,6 +42,7 @@ pub struct ApplyReport {
 pub struct NftForwarder {
     config: NftConfig,
     argv: Vec<String>,
+    conntrack: Vec<String>,
     applied: Option<(ForwardingPlan, Slots)>,
 }
 
@@ -48,6 +52,7 @@ impl NftForwarder {
         Self {
             config: NftConfig::with_table(table),
             argv: vec!["nft".into()],
+            conntrack: vec!["conntrack".into()],
             applied: None,
         }
     }
@@ -64,6 +69,12 @@ impl NftForwarder {
         self
     }
 
+    /// Runs `conntrack` (conntrack-tools) through this command instead.
+    pub fn with_conntrack_command(mut self, argv: Vec<String>) -> Self {
+        self.conntrack = argv;
+        self
+    }
+
     /// The rendering settings.
     pub fn config(&self) -> &NftConfig {
         &self.config
@@ -76,6 +87,9 @@ impl NftForwarder {
     pub fn apply(&mut self, plan: &ForwardingPlan) -> Result<ApplyReport, ForwardError> {
         let start = Instant::now();
         // On failure `applied` stays None, so the next call replaces the table whole.
+        // A full apply after a restart or a failure does not know what went before, so it
+        // flushes nothing; the flows of endpoints it dropped then time out (UDP: 30-120 s).
+        let mut stale = Vec::new();
         let (kind, services_changed, script, slots) = match self.applied.take() {
             None => {
                 let (script, slots) = full_transaction(&self.config, plan);
@@ -90,13 +104,15 @@ impl NftForwarder {
                         services_changed: 0,
                         script: String::new(),
                         elapsed: start.elapsed(),
+                        flushed: Vec::new(),
                     });
                 }
                 let script = delta_transaction(&self.config, &old, &mut slots, &changes);
+                stale = stale_udp_flows(&old, plan);
                 (ApplyKind::Incremental, changes.len(), script, slots)
             }
         };
-        if let Err(e) = self.run(&["-f", "-"], &script) {
+        if let Err(e) = self.nft(&["-f", "-"], &script) {
             // The transaction was atomic, but resync whole next time rather than trust our memory.
             warn!(table = %self.config.table, error = %e, ?kind, "nft transaction failed");
             return Err(e);
@@ -104,17 +120,66 @@ impl NftForwarder {
         self.applied = Some((plan.clone(), slots));
         let elapsed = start.elapsed();
         info!(table = %self.config.table, ?kind, services_changed, ?elapsed, "forwarding rules applied");
+        // After the rules: a flow flushed before them would be re-created to the old endpoint.
+        let flushed = stale
+            .into_iter()
+            .filter(|flow| match self.flush(flow) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(vip = %flow.frontend.vip, port = flow.frontend.port, backend = %flow.backend, error = %e, "flushing UDP conntrack entries of a removed endpoint failed; they expire by themselves");
+                    false
+                }
+            })
+            .collect();
         Ok(ApplyReport {
             kind,
             services_changed,
             script,
             elapsed,
+            flushed,
         })
+    }
+
+    /// Deletes the conntrack entries of UDP flows from `flow.frontend` DNATed to `flow.backend`.
+    fn flush(&self, flow: &StaleFlow) -> Result<(), ForwardError> {
+        let family = if flow.backend.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        };
+        let (vip, port) = (
+            flow.frontend.vip.to_string(),
+            flow.frontend.port.to_string(),
+        );
+        let (be, be_port) = (
+            flow.backend.ip().to_string(),
+            flow.backend.port().to_string(),
+        );
+        let args = [
+            "-D",
+            "-f",
+            family,
+            "-p",
+            "udp",
+            "--orig-dst",
+            &vip,
+            "--orig-port-dst",
+            &port,
+            "--reply-src",
+            &be,
+            "--reply-port-src",
+            &be_port,
+        ];
+        match run(&self.conntrack, &args, "") {
+            // conntrack exits non-zero when nothing matched: no flow, nothing to flush.
+            Err(ForwardError::Nft { stderr, .. }) if stderr.contains(" 0 flow entries") => Ok(()),
+            r => r.map(drop),
+        }
     }
 
     /// Removes the table (clean stop); succeeds if it is already gone.
     pub fn remove(&mut self) -> Result<(), ForwardError> {
-        self.run(&["-f", "-"], &remove_transaction(&self.config))?;
+        self.nft(&["-f", "-"], &remove_transaction(&self.config))?;
         self.applied = None;
         info!(table = %self.config.table, "forwarding table removed");
         Ok(())
@@ -123,11 +188,18 @@ impl NftForwarder {
     /// The table as the kernel holds it (`nft -a list table`), for diagnostics and tests.
     pub fn list(&self) -> Result<String, ForwardError> {
         let table = self.config.table.clone();
-        self.run(&["-a", "list", "table", "inet", &table], "")
+        self.nft(&["-a", "list", "table", "inet", &table], "")
     }
 
-    fn run(&self, args: &[&str], stdin: &str) -> Result<String, ForwardError> {
-        let (program, prefix) = self.argv.split_first().expect("nft command is never empty");
+    fn nft(&self, args: &[&str], stdin: &str) -> Result<String, ForwardError> {
+        run(&self.argv, args, stdin)
+    }
+}
+
+/// Runs `argv` + `args` with `stdin`; its stdout, or its status and stderr as the error.
+fn run(argv: &[String], args: &[&str], stdin: &str) -> Result<String, ForwardError> {
+    {
+        let (program, prefix) = argv.split_first().expect("commands are never empty");
         debug!(%program, ?args, bytes = stdin.len(), "running nft");
         let mut child = Command::new(program)
             .args(prefix)
@@ -152,6 +224,7 @@ impl NftForwarder {
             })?;
         if !out.status.success() {
             return Err(ForwardError::Nft {
+                program: argv.join(" "),
                 status: out.status,
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });

@@ -177,7 +177,12 @@ impl Lab {
         let argv = ["ip", "netns", "exec", &self.fw, "nft"]
             .map(String::from)
             .to_vec();
-        NftForwarder::new("ferrolb").with_command(argv)
+        let conntrack = ["ip", "netns", "exec", &self.fw, "conntrack"]
+            .map(String::from)
+            .to_vec();
+        NftForwarder::new("ferrolb")
+            .with_command(argv)
+            .with_conntrack_command(conntrack)
     }
 }
 
@@ -462,6 +467,53 @@ fn udp_and_ipv6_are_forwarded() {
         .map(|_| udp_get(&lab.cl1, vip(VIP6, 80)).expect("udp v6"))
         .collect();
     assert_eq!(tally(udp6).0.len(), 2);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn udp_flows_move_to_a_live_endpoint_when_theirs_goes_away() {
+    let lab = Lab::new();
+    let mut fwd = lab.forwarder();
+    let both = service("dns", &[VIP4], 53, &["198.18.1.2", "198.18.2.2"]);
+    fwd.apply(&plan_of(std::slice::from_ref(&both))).unwrap();
+    // One client socket is one conntrack flow: every answer comes from the same backend.
+    let sock = in_ns(&lab.cl1, || UdpSocket::bind("0.0.0.0:0").unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.connect(vip(VIP4, 53)).unwrap();
+    let ask = || {
+        sock.send(b"ping").unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("UDP answer through the VIP");
+        tally([String::from_utf8_lossy(&buf[..n]).into_owned()])
+            .0
+            .into_keys()
+            .next()
+            .unwrap()
+    };
+    let first = ask();
+    for _ in 0..5 {
+        assert_eq!(ask(), first, "a UDP flow sticks to its endpoint");
+    }
+    // The flow's endpoint leaves the Service; its server keeps running (as a Pod that is
+    // still terminating would), so only a conntrack flush moves the flow.
+    let (gone, kept) = if first == "b1" {
+        ("198.18.1.2", "198.18.2.2")
+    } else {
+        ("198.18.2.2", "198.18.1.2")
+    };
+    let one = service("dns", &[VIP4], 53, &[kept]);
+    let r = fwd.apply(&plan_of(&[one])).unwrap();
+    assert_eq!(r.flushed.len(), 1, "{:?}", r.flushed);
+    assert_eq!(
+        r.flushed[0].backend,
+        format!("{gone}:8080").parse().unwrap()
+    );
+    let now = ask();
+    assert_ne!(now, first, "the flow moved off the removed endpoint");
+    // Adding the endpoint back flushes nothing.
+    let r = fwd.apply(&plan_of(std::slice::from_ref(&both))).unwrap();
+    assert!(r.flushed.is_empty());
+    assert_eq!(ask(), now, "adding an endpoint leaves existing flows alone");
 }
 
 #[test]

@@ -5,10 +5,12 @@
 //! update to one Service never touches another's rules; [`nft`] renders plans and changes into
 //! nftables transactions.
 
+mod flows;
 pub mod nft;
 mod plan;
 mod slots;
 
+pub use flows::{StaleFlow, stale_udp_flows};
 pub use plan::{FrontendConflict, Planned, plan};
 pub use slots::{SlotRange, Slots};
 
