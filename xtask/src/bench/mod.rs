@@ -6,6 +6,7 @@
 
 mod alloc;
 mod failover;
+mod forward;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub enum Which {
     Alloc(alloc::Args),
     /// Layer-2 failover: SIGKILL and SIGTERM of the owning speaker while the client probes.
     Failover(failover::Args),
+    /// The L4 forwarder against a hand-written nftables DNAT in network namespaces: bulk,
+    /// request/response, connect/request/close, rule updates at 10,000 Services.
+    Forward(forward::Args),
 }
 
 /// Runs one benchmark.
@@ -31,6 +35,7 @@ pub fn run(root: &Path, which: Which) -> anyhow::Result<()> {
     match which {
         Which::Alloc(args) => alloc::run(root, args),
         Which::Failover(args) => failover::run(root, args),
+        Which::Forward(args) => forward::run(root, args),
     }
 }
 
