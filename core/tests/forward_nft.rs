@@ -98,6 +98,8 @@ add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport vmap @sv
 add rule inet ferrolb filter-prerouting ct state new ip6 daddr . meta l4proto . th dport vmap @flt6
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @svc6
 add rule inet ferrolb nat-postrouting meta mark & 0x00002000 != 0 meta mark set meta mark & 0xffffdfff masquerade fully-random
+add counter inet ferrolb conn-default/web
+add counter inet ferrolb conn-kube-system/dns
 add set inet ferrolb aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { type ipv4_addr; flags dynamic,timeout; timeout 30s; }
 add chain inet ferrolb flt-default/empty/tcp/443/v4
 add chain inet ferrolb svc-default/web/tcp/80/v4
@@ -106,14 +108,17 @@ add chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add chain inet ferrolb flt-kube-system/dns/udp/53/v4
 add chain inet ferrolb svc-kube-system/dns/udp/53/v4
 add rule inet ferrolb flt-default/empty/tcp/443/v4 meta l4proto tcp reject with tcp reset
+add rule inet ferrolb svc-default/web/tcp/80/v4 counter name conn-default/web
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
 add rule inet ferrolb svc-default/web/tcp/80/v4 numgen random mod 2 0 meta l4proto tcp dnat ip to 198.18.1.2:8080
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to 198.18.2.2:8080
+add rule inet ferrolb svc-default/web/tcp/80/v6 counter name conn-default/web
 add rule inet ferrolb svc-default/web/tcp/80/v6 meta mark set meta mark | 0x00002000
 add rule inet ferrolb svc-default/web/tcp/80/v6 meta l4proto tcp dnat ip6 to [2001:db8:b1::2]:8080
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 update @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { ip saddr }
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 meta l4proto udp dnat ip to 198.18.1.3:5353
 add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != 192.0.2.0/28 reject with icmpx admin-prohibited
+add rule inet ferrolb svc-kube-system/dns/udp/53/v4 counter name conn-kube-system/dns
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 ip saddr @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto svc-default/web/tcp/80/v4, 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
@@ -147,6 +152,7 @@ fn endpoint_change_touches_only_that_service() {
         got,
         "\
 flush chain inet ferrolb svc-default/web/tcp/80/v4
+add rule inet ferrolb svc-default/web/tcp/80/v4 counter name conn-default/web
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
 add rule inet ferrolb svc-default/web/tcp/80/v4 numgen random mod 2 0 meta l4proto tcp dnat ip to 198.18.1.2:8080
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to 198.18.3.2:8080
@@ -199,6 +205,7 @@ add element inet ferrolb be4tcp { 1 : 198.18.3.2 . 8080 }
         "\
 delete element inet ferrolb be4tcp { 0, 1 }
 flush chain inet ferrolb svc-default/web/tcp/80/v4
+add rule inet ferrolb svc-default/web/tcp/80/v4 counter name conn-default/web
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta mark set meta mark | 0x00002000
 add rule inet ferrolb svc-default/web/tcp/80/v4 meta l4proto tcp dnat ip to numgen random mod 3 offset 2 map @be4tcp
 add element inet ferrolb be4tcp { 2 : 198.18.1.2 . 8080, 3 : 198.18.2.2 . 8080, 4 : 198.18.3.2 . 8080 }
@@ -225,6 +232,7 @@ flush chain inet ferrolb svc-kube-system/dns/udp/53/v4
 delete chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 delete chain inet ferrolb svc-kube-system/dns/udp/53/v4
 delete set inet ferrolb aff-kube-system/dns/udp/53/v4/198.18.1.3/5353
+delete counter inet ferrolb conn-kube-system/dns
 add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != 192.0.2.0/28 reject with icmpx admin-prohibited
 add rule inet ferrolb flt-kube-system/dns/udp/53/v4 reject with icmpx port-unreachable
 "

@@ -107,6 +107,7 @@ fn services() -> impl Strategy<Value = Vec<ForwardService>> {
 #[derive(Debug, Default, PartialEq)]
 struct Model {
     sets: BTreeMap<String, String>,
+    counters: BTreeSet<String>,
     chains: BTreeMap<String, Vec<String>>,
     elements: BTreeMap<(String, String), String>,
 }
@@ -126,6 +127,11 @@ impl Model {
             match (w[0], w[1]) {
                 ("add", "table") | ("delete", "table") => *self = Model::default(),
                 ("add", "map") => {}
+                ("add", "counter") => assert!(self.counters.insert(w[4].into()), "{line}"),
+                ("delete", "counter") => {
+                    assert!(!self.referenced(w[4]), "counter still used: {line}");
+                    assert!(self.counters.remove(w[4]), "{line}");
+                }
                 ("add", "set") => assert!(
                     self.sets.insert(w[4].into(), w[5].into()).is_none(),
                     "{line}"
@@ -146,10 +152,12 @@ impl Model {
                 ("add", "rule") => {
                     for t in w[5]
                         .split([' ', '@', ','])
-                        .filter(|t| t.starts_with("ep-") || t.starts_with("aff-"))
+                        .filter(|t| ["ep-", "aff-", "conn-"].iter().any(|p| t.starts_with(p)))
                     {
                         assert!(
-                            self.chains.contains_key(t) || self.sets.contains_key(t),
+                            self.chains.contains_key(t)
+                                || self.sets.contains_key(t)
+                                || self.counters.contains(t),
                             "dangling {t}: {line}"
                         );
                     }
@@ -225,6 +233,7 @@ impl Model {
         }
         Model {
             sets: self.sets.clone(),
+            counters: self.counters.clone(),
             chains,
             elements,
         }

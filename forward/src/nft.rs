@@ -2,9 +2,10 @@
 
 use crate::ForwardError;
 use ferrolb_core::forward::nft::{
-    NftConfig, delta_transaction, full_transaction, remove_transaction,
+    NftConfig, counter_service, delta_transaction, full_transaction, remove_transaction,
 };
-use ferrolb_core::forward::{ForwardingPlan, Slots, StaleFlow, diff, stale_udp_flows};
+use ferrolb_core::forward::{ForwardingPlan, ServiceKey, Slots, StaleFlow, diff, stale_udp_flows};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -185,6 +186,14 @@ impl NftForwarder {
         Ok(())
     }
 
+    /// Connections forwarded per Service since its counter was created (the packets of its
+    /// `conn-…` counter, see [`ferrolb_core::forward::nft::connection_counter`]).
+    pub fn connections(&self) -> Result<BTreeMap<ServiceKey, u64>, ForwardError> {
+        let table = self.config.table.clone();
+        let text = self.nft(&["list", "counters", "table", "inet", &table], "")?;
+        Ok(parse_counters(&text))
+    }
+
     /// The table as the kernel holds it (`nft -a list table`), for diagnostics and tests.
     pub fn list(&self) -> Result<String, ForwardError> {
         let table = self.config.table.clone();
@@ -194,6 +203,27 @@ impl NftForwarder {
     fn nft(&self, args: &[&str], stdin: &str) -> Result<String, ForwardError> {
         run(&self.argv, args, stdin)
     }
+}
+
+/// Per Service, the packets of its connection counter in `nft list counters` output:
+/// `counter <name> {` followed by `packets <n> bytes <m>`.
+fn parse_counters(text: &str) -> BTreeMap<ServiceKey, u64> {
+    let mut out = BTreeMap::new();
+    let mut current = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line
+            .strip_prefix("counter ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
+            current = counter_service(name);
+        } else if let (Some(key), Some(rest)) = (&current, line.strip_prefix("packets ")) {
+            if let Some(Ok(n)) = rest.split(' ').next().map(str::parse) {
+                out.insert(key.clone(), n);
+            }
+            current = None;
+        }
+    }
+    out
 }
 
 /// Runs `argv` + `args` with `stdin`; its stdout, or its status and stderr as the error.
@@ -230,5 +260,36 @@ fn run(argv: &[String], args: &[&str], stdin: &str) -> Result<String, ForwardErr
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_connection_counters_and_ignores_others() {
+        let text = "table inet ferrolb {
+	counter conn-default/web {
+		packets 12 bytes 720
+	}
+	counter someone-elses {
+		packets 5 bytes 300
+	}
+	counter conn-kube-system/dns {
+		packets 0 bytes 0
+	}
+}
+";
+        let got = parse_counters(text);
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                (ServiceKey::new("default", "web"), 12),
+                (ServiceKey::new("kube-system", "dns"), 0),
+            ])
+        );
+        assert!(parse_counters("").is_empty());
+        assert!(parse_counters("counter conn-bad {\n packets x bytes 1\n}").is_empty());
     }
 }

@@ -28,10 +28,13 @@ pub struct RunSettings {
     pub poll: Duration,
     /// After a failed apply, how long to wait before retrying.
     pub retry: Duration,
+    /// How often to read the per-Service connection counters back for the metrics.
+    pub counters: Duration,
 }
 
 impl RunSettings {
-    /// Defaults for `node_name`: table `ferrolb`, 5 ms debounce, 1 s poll, 1 s retry.
+    /// Defaults for `node_name`: table `ferrolb`, 5 ms debounce, 1 s poll, 1 s retry, counters
+    /// read every 10 s.
     pub fn new(node_name: impl Into<String>) -> Self {
         Self {
             node_name: node_name.into(),
@@ -39,6 +42,7 @@ impl RunSettings {
             debounce: Duration::from_millis(5),
             poll: Duration::from_secs(1),
             retry: Duration::from_secs(1),
+            counters: Duration::from_secs(10),
         }
     }
 }
@@ -77,6 +81,7 @@ pub async fn run<K: Send + Sync + 'static>(
     let mut fwd = Some(NftForwarder::new(settings.table.clone()));
     let mut announced_open = true;
     let mut failing = false;
+    let mut counters_read: Option<Instant> = None;
     loop {
         let announced: BTreeSet<IpAddr> = inputs
             .announced
@@ -116,13 +121,26 @@ pub async fn run<K: Send + Sync + 'static>(
         }));
         let mut f = fwd.take().expect("forwarder is put back after each apply");
         let start = Instant::now();
-        let (f, result) = tokio::task::spawn_blocking(move || {
+        let read_counters = counters_read.is_none_or(|t| t.elapsed() >= settings.counters);
+        let (f, result, counts) = tokio::task::spawn_blocking(move || {
             let r = f.apply(&planned.plan);
-            (f, r)
+            let counts = (read_counters && r.is_ok()).then(|| f.connections());
+            (f, r, counts)
         })
         .await
         .expect("apply task does not panic");
         fwd = Some(f);
+        match counts {
+            Some(Ok(c)) => {
+                metrics.observe_connections(&c);
+                counters_read = Some(Instant::now());
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "reading the forwarding counters failed");
+                counters_read = Some(Instant::now());
+            }
+            None => {}
+        }
         match result {
             Ok(r) if r.kind == ApplyKind::Unchanged => {}
             Ok(r) => {
@@ -131,7 +149,7 @@ pub async fn run<K: Send + Sync + 'static>(
                 } else {
                     "incremental"
                 };
-                metrics.update(kind, true, start.elapsed());
+                metrics.update(kind, true, r.elapsed);
                 failing = false;
             }
             Err(e) => {

@@ -12,7 +12,11 @@
 //!   `be6udp`, … are shared slot → `endpoint . port` maps and the Service owns a [`Slots`] range;
 //! - with ClientIP affinity: per endpoint an `ep-…` chain (affinity update, DNAT) and an
 //!   `aff-…` dynamic set with the timeout, which the `svc-…` chain checks before picking;
-//! - `nat-postrouting` masquerades packets carrying the mark, as kube-proxy does.
+//! - `nat-postrouting` masquerades packets carrying the mark, as kube-proxy does;
+//! - per Service one named counter `conn-<namespace>/<name>`, counted by the first rule of its
+//!   `svc-…` chains: nat chains see only a connection's first packet, so its packets are the
+//!   Service's forwarded connections ([`connection_counter`]; read back with
+//!   `nft -j list counters table …`).
 //!
 //! Object names and slot ranges belong to one Service, so a change to one Service only ever
 //! touches its own chains and elements.
@@ -132,6 +136,8 @@ impl MapName {
 pub struct ServiceObjects {
     /// Set name → its definition body (`{ type …; }`).
     pub sets: BTreeMap<String, String>,
+    /// Named counters.
+    pub counters: BTreeSet<String>,
     /// Chain name → its rules, in order.
     pub chains: BTreeMap<String, Vec<String>>,
     /// (map, key) → value (a verdict, or an endpoint for the `be` maps).
@@ -256,6 +262,17 @@ pub fn slot_demand(cfg: &NftConfig, service: &ServicePlan) -> BTreeMap<String, u
         .collect()
 }
 
+/// The name of the counter of `key`'s forwarded connections (see the module docs).
+pub fn connection_counter(key: &ServiceKey) -> String {
+    format!("conn-{key}")
+}
+
+/// The Service a [`connection_counter`] name belongs to.
+pub fn counter_service(counter: &str) -> Option<ServiceKey> {
+    let (namespace, name) = counter.strip_prefix("conn-")?.split_once('/')?;
+    Some(ServiceKey::new(namespace, name))
+}
+
 /// The objects rendering `service` needs, given the slots `slots` assigned to it (see
 /// [`slot_demand`]); a pure function of its arguments.
 pub fn service_objects(
@@ -286,7 +303,9 @@ pub fn service_objects(
         };
         let n = backends.len();
         let svc_chain = format!("svc-{id}");
-        let mut svc_rules = Vec::new();
+        let counter = connection_counter(key);
+        let mut svc_rules = vec![format!("counter name {counter}")];
+        objs.counters.insert(counter);
         if service.source_nat == SourceNat::Masquerade {
             svc_rules.push(format!(
                 "meta mark set meta mark | {:#010x}",
@@ -402,6 +421,8 @@ struct Transaction {
     flush_chains: Vec<String>,
     del_chains: Vec<String>,
     del_sets: Vec<String>,
+    del_counters: Vec<String>,
+    add_counters: Vec<String>,
     add_sets: Vec<String>,
     add_chains: Vec<String>,
     add_rules: Vec<String>,
@@ -453,6 +474,13 @@ impl Transaction {
         for name in &changed_sets {
             self.del_sets.push(format!("delete set {t} {name}"));
         }
+        // Counters are kept while the Service has one, so its count survives rule changes.
+        for name in old.counters.difference(&new.counters) {
+            self.del_counters.push(format!("delete counter {t} {name}"));
+        }
+        for name in new.counters.difference(&old.counters) {
+            self.add_counters.push(format!("add counter {t} {name}"));
+        }
         for (name, def) in &new.sets {
             if old.sets.get(name) != Some(def) {
                 self.add_sets.push(format!("add set {t} {name} {def}"));
@@ -492,6 +520,8 @@ impl Transaction {
             self.flush_chains,
             self.del_chains,
             self.del_sets,
+            self.del_counters,
+            self.add_counters,
             self.add_sets,
             self.add_chains,
             self.add_rules,
