@@ -1,11 +1,12 @@
 //! The controller against the lab's real kube-apiserver: what a user sees on Services,
 //! pools and Events.
 //!
-//! Each test runs its own `ferrolb-controller` process (built by `cargo xtask test`, found in
-//! `target/<profile>/`) with leader election on, its own Lease, its own
-//! `--load-balancer-class`, and `--pool-selector` on a test-unique label, in its own
-//! namespace, so tests run in parallel and never see each other's Services or pools (nor
-//! does a FerroLB deployed in the lab see theirs: their Services all carry a test class).
+//! The controller is FerroLB's, installed by the chart (`controller_support::E2E`: a second,
+//! controller-only release with its own class and pool selector, 2 replicas, leader election,
+//! only the chart's RBAC). Each test has its own namespace and pools serving only that
+//! namespace, so the tests run in parallel on the one release and never see each other's
+//! Services or pools (nor does the lab's own FerroLB give their Services an IP: they carry the
+//! release's class).
 //! Addresses: distinct ranges per test inside 192.0.2.128/25 and 2001:db8:0:1::/64.
 //!
 //! Bad input tried (`bad_input_is_a_condition_and_an_event`), each giving condition
@@ -25,7 +26,7 @@ use controller_support::{Env, ingress, svc_spec};
 use serde_json::json;
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn ip_status_annotation_condition_event_and_pool_status() {
     let env = Env::start("basic").await;
     env.pool("p", &["192.0.2.130-192.0.2.131"], json!(null))
@@ -78,24 +79,23 @@ async fn ip_status_annotation_condition_event_and_pool_status() {
         .await;
     assert!(p.to_string().contains(&env.pool_name("q")), "{p}");
 
-    let metrics = env.controller().metrics();
-    assert!(
-        metrics.contains("ferrolb_allocations_total 1\n"),
-        "{metrics}"
+    // What a Prometheus scraping the leader sees for this pool.
+    let assigned = format!(
+        "ferrolb_pool_assigned_addresses{{pool=\"{}\",family=\"ipv4\"}} 1\n",
+        env.pool_name("p")
     );
+    let metrics = env
+        .wait_leader_metrics(&assigned, |m| m.contains(&assigned))
+        .await;
     assert!(
         metrics.contains("ferrolb_controller_is_leader 1\n"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("ferrolb_pool_assigned_addresses{"),
-        "{metrics}"
-    );
-    env.cleanup().await;
+    assert!(metrics.contains("ferrolb_allocations_total "), "{metrics}");
 }
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn exhaustion_then_recovery_when_an_ip_is_freed() {
     let env = Env::start("exhaust").await;
     env.pool("p", &["192.0.2.132/32"], json!(null)).await;
@@ -111,11 +111,10 @@ async fn exhaustion_then_recovery_when_an_ip_is_freed() {
     env.delete_service("first").await;
     let second = env.wait_ip("second").await;
     assert_eq!(ingress(&second)[0].0, "192.0.2.132");
-    env.cleanup().await;
 }
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn requested_ip_outside_every_pool_and_in_use() {
     let env = Env::start("request").await;
     env.pool("p", &["192.0.2.134-192.0.2.135"], json!(null))
@@ -146,11 +145,10 @@ async fn requested_ip_outside_every_pool_and_in_use() {
     env.wait_failed("taker", "RequestedIPInUse").await;
     env.wait_event("taker", "AllocationFailed", "in use").await;
     assert_eq!(ingress(&env.get("holder").await)[0].0, "192.0.2.135");
-    env.cleanup().await;
 }
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn sharing_compatible_ports_and_conflict() {
     let env = Env::start("share").await;
     env.pool("p", &["192.0.2.136/32"], json!(null)).await;
@@ -171,11 +169,10 @@ async fn sharing_compatible_ports_and_conflict() {
     let clash = env.wait_failed("clash", "SharingConflict").await;
     assert!(ingress(&clash).is_empty());
     env.wait_event("clash", "AllocationFailed", "53").await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn foreign_class_is_left_untouched() {
     let env = Env::start("foreign").await;
     env.pool("p", &["192.0.2.137/32"], json!(null)).await;
@@ -206,11 +203,10 @@ async fn foreign_class_is_left_untouched() {
     )
     .await;
     env.wait_pool("p", |s| s["assignedIPv4"] == 0).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn require_dual_stack_with_only_ipv4_is_refused() {
     let env = Env::start("dual").await;
     env.pool("p", &["192.0.2.138/32"], json!(null)).await;
@@ -222,11 +218,10 @@ async fn require_dual_stack_with_only_ipv4_is_refused() {
     assert!(ingress(&svc).is_empty());
     env.wait_event("both", "AllocationFailed", "IPv6").await;
     env.wait_pool("p", |s| s["assignedIPv4"] == 0).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
-#[ignore = "needs the lab control plane: run cargo xtask test"]
+#[ignore = "needs the lab with FerroLB: run cargo xtask test as root"]
 async fn bad_input_is_a_condition_and_an_event() {
     let env = Env::start("bad").await;
     env.pool("p", &["192.0.2.140-192.0.2.143"], json!(null))
@@ -282,5 +277,4 @@ async fn bad_input_is_a_condition_and_an_event() {
         env.wait_event(name, "AllocationFailed", "").await;
     }
     assert_eq!(ingress(&env.get("healthy").await), before);
-    env.cleanup().await;
 }

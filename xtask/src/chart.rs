@@ -249,6 +249,10 @@ fn install_release(
         format!("deployment/{}", workload_name(release, "controller")),
         format!("daemonset/{}", workload_name(release, "speaker")),
     ] {
+        // A release may leave a component out (speaker.enabled=false).
+        if !run::succeeds(&mut kubectl(&["-n", namespace, "get", &workload])) {
+            continue;
+        }
         run::status(&mut kubectl(&[
             "-n", namespace, "rollout", "restart", &workload,
         ]))?;

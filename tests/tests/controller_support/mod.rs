@@ -1,17 +1,23 @@
-//! Shared by the `controller_*` end-to-end tests: a controller process per test, a
+//! Shared by the `controller_*` end-to-end tests: FerroLB's controller installed by the chart
+//! as a second, controller-only release ([`E2E`]) with only the chart's RBAC, and per test a
 //! namespace, pools and Services with test-unique names, and waits on what users see.
+//!
+//! The release serves only Services of class [`CLASS`] (`ignoreClassless`) and only pools
+//! labelled [`POOL_LABEL`]`=ferrolb-e2e` (`controller.poolSelector`), so the lab's own FerroLB
+//! (release `ferrolb`, e.g. the demo's all-namespace pool) never gives these Services an IP,
+//! and each test's pools serve only its namespace, so tests sharing the release stay apart.
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrolb_api::IPAddressPool;
+use ferrolb_tests::{Release, kubectl, workspace_root};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -20,26 +26,43 @@ use serde_json::{Value, json};
 
 /// How long a Service may take to show its outcome.
 pub const WAIT: Duration = Duration::from_secs(20);
-/// The label the tests' pools carry, matched by each controller's `--pool-selector`.
+/// The load-balancer class of the tests' release.
+pub const CLASS: &str = "e2e.ferrolb.io/e2e";
+/// The label the tests' release selects pools by (`controller.poolSelector`).
+pub const POOL_LABEL: &str = "e2e.ferrolb.io/release";
+/// The label naming the test that made a pool (for its cleanup).
 pub const RUN_LABEL: &str = "e2e.ferrolb.io/run";
+/// The controller's metrics port (the chart's `controller.metricsPort`).
+const METRICS_PORT: u16 = 7472;
 
-/// One test's world: a namespace, a class, a pool label and a controller.
+/// The controller tests' release of charts/ferrolb: controller only (the lab's release has the
+/// speakers), its own class and pool selector, the chart's 2 replicas and leader election.
+pub const E2E: Release = Release {
+    name: "ferrolb-e2e",
+    namespace: "ferrolb-e2e",
+    set: &[
+        "loadBalancerClass=e2e.ferrolb.io/e2e",
+        "ignoreClassless=true",
+        "controller.poolSelector=e2e.ferrolb.io/release=ferrolb-e2e",
+    ],
+    speaker: false,
+};
+
+/// One test's world: a namespace, its pools and Services, served by the [`E2E`] release.
 pub struct Env {
     pub client: kube::Client,
-    /// Unique per test: namespace, class suffix, pool-name prefix, Lease name.
+    /// Unique per test: namespace and pool-name prefix.
     pub run: String,
     pub ns: String,
     pub class: String,
-    controllers: Vec<Controller>,
 }
 
 impl Env {
-    /// Applies the CRDs, makes the namespace and starts one controller.
+    /// Makes sure the [`E2E`] release runs (installing it once per test binary) and makes the
+    /// test's namespace.
     pub async fn start(test: &str) -> Env {
+        E2E.ensure_installed();
         let client = ferrolb_tests::client().await.expect("lab client");
-        ferrolb_tests::apply_crds(&client)
-            .await
-            .expect("applying CRDs");
         let run = ferrolb_tests::unique_name(&format!("e2e-{test}"));
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -49,43 +72,12 @@ impl Env {
             )
             .await
             .expect("creating the test namespace");
-        let mut env = Env {
+        Env {
             client,
             ns: run.clone(),
-            class: format!("e2e.ferrolb.io/{run}"),
+            class: CLASS.to_owned(),
             run,
-            controllers: Vec::new(),
-        };
-        env.start_controller();
-        env
-    }
-
-    /// Starts another replica (same class, Lease and pool selector).
-    pub fn start_controller(&mut self) -> usize {
-        let c = Controller::start(&[
-            "--load-balancer-class",
-            &self.class,
-            "--ignore-classless",
-            "--pool-selector",
-            &format!("{RUN_LABEL}={}", self.run),
-            "--leader-elect=true",
-            "--lease-namespace",
-            &self.ns,
-            "--lease-name",
-            "ferrolb-controller",
-        ]);
-        self.controllers.push(c);
-        self.controllers.len() - 1
-    }
-
-    /// The first (or only) controller.
-    pub fn controller(&self) -> &Controller {
-        &self.controllers[0]
-    }
-
-    /// Replica `i`.
-    pub fn replica(&mut self, i: usize) -> &mut Controller {
-        &mut self.controllers[i]
+        }
     }
 
     /// The cluster-wide name of this test's pool `short`.
@@ -104,7 +96,8 @@ impl Env {
         let pool: IPAddressPool = serde_json::from_value(json!({
             "apiVersion": "ferrolb.io/v1beta1",
             "kind": "IPAddressPool",
-            "metadata": {"name": self.pool_name(short), "labels": {RUN_LABEL: self.run}},
+            "metadata": {"name": self.pool_name(short),
+                         "labels": {POOL_LABEL: E2E.name, RUN_LABEL: self.run}},
             "spec": {"addresses": addresses, "serviceAllocation": allocation},
         }))
         .unwrap();
@@ -276,10 +269,10 @@ impl Env {
         }
     }
 
-    /// The Lease's holder.
+    /// The Lease's holder: a controller pod's name.
     pub async fn lease_holder(&self) -> Option<String> {
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.ns);
-        api.get_opt("ferrolb-controller")
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), E2E.namespace);
+        api.get_opt(&E2E.controller())
             .await
             .ok()
             .flatten()?
@@ -287,28 +280,52 @@ impl Env {
             .holder_identity
     }
 
-    pub fn logs(&self) -> String {
-        self.controllers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("--- replica {i} ---\n{}", tail(&c.log(), 60)))
-            .collect()
+    /// Waits until the leading controller's `/metrics` satisfy `done`; returns them.
+    pub async fn wait_leader_metrics(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self.lease_holder().await;
+            let text = leader
+                .as_deref()
+                .and_then(controller_pod)
+                .map(|pod| metrics(&pod))
+                .unwrap_or_default();
+            if done(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("leader {leader:?}: {what} not in its metrics within {WAIT:?}:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
-    /// Stops the controllers and deletes the namespace and this test's pools.
-    pub async fn cleanup(mut self) {
-        for c in &mut self.controllers {
-            c.terminate();
+    /// The last lines of each controller pod's log (the lab's kubelet writes them to files).
+    pub fn logs(&self) -> String {
+        E2E.pods("controller")
+            .iter()
+            .map(|pod| {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let log = pod_log(pod).unwrap_or_else(|| "(no log file)".to_owned());
+                format!("--- {name} ---\n{}\n", tail(&log, 60))
+            })
+            .collect()
+    }
+}
+
+/// Dropping a test's Env deletes its namespace (with its Services) and its pools, also when
+/// the test fails: a failed test's Services and pools would otherwise hold addresses
+/// the next run of it needs.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let selector = format!("{RUN_LABEL}={}", self.run);
+        let pools = kubectl(&["delete", "ipaddresspools", "-l", &selector, "--wait=false"]);
+        let ns = kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+        for result in [pools, ns] {
+            if let Err(e) = result {
+                eprintln!("cleaning up after {}: {e}", self.run);
+            }
         }
-        let pools: Api<IPAddressPool> = Api::all(self.client.clone());
-        let _ = pools
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default().labels(&format!("{RUN_LABEL}={}", self.run)),
-            )
-            .await;
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
     }
 }
 
@@ -341,87 +358,77 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A `ferrolb-controller` process with its log in a file; killed on drop.
-pub struct Controller {
-    child: Child,
-    addr: SocketAddr,
-    log_path: PathBuf,
+/// The release's controller pod named `name`, if it exists.
+pub fn controller_pod(name: &str) -> Option<Pod> {
+    E2E.pods("controller")
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
 }
 
-impl Controller {
-    pub fn start(extra: &[&str]) -> Controller {
-        let path = ferrolb_tests::workspace_binary("ferrolb-controller");
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-controller");
-        fs::create_dir_all(&dir).expect("scratch dir");
-        let log_path = dir.join(format!("controller-{}.log", addr.port()));
-        let log = fs::File::create(&log_path).expect("log file");
-        let child = Command::new(&path)
-            .arg("--kubeconfig")
-            .arg(ferrolb_tests::kubeconfig_path())
-            .args(["--metrics-addr", &addr.to_string()])
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
-        Controller {
-            child,
-            addr,
-            log_path,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// `/metrics`, or "" if it does not answer.
-    pub fn metrics(&self) -> String {
-        http_get(self.addr, "/metrics").unwrap_or_default()
-    }
-
-    /// SIGTERM and wait (the Lease is released on the way out).
-    pub fn terminate(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// SIGKILL: dies without releasing anything.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `/metrics` of a controller pod (from its pod IP), or "" if it does not answer.
+pub fn metrics(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        .and_then(|ip| http_get(SocketAddr::new(ip, METRICS_PORT), "/metrics"))
+        .unwrap_or_default()
 }
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The container log of a controller pod: the lab's kubelet writes
+/// target/lab/nodes/<node>/pods/<uid>/<container>.log.
+fn pod_log(pod: &Pod) -> Option<String> {
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    let uid = pod.metadata.uid.as_deref()?;
+    let container = &pod.spec.as_ref()?.containers.first()?.name;
+    fs::read_to_string(
+        workspace_root()
+            .join("target/lab/nodes")
+            .join(node)
+            .join("pods")
+            .join(uid)
+            .join(format!("{container}.log")),
+    )
+    .ok()
+}
+
+/// Sends `signal` (KILL, STOP, CONT) to the controller process of pod `name`: the lab's
+/// kubelet runs a container as a process with the pod's env (the chart sets `POD_NAME`).
+/// Returns its pid.
+pub fn signal_controller_pod(name: &str, signal: &str) -> u32 {
+    let needle = format!("POD_NAME={name}");
+    let pid = fs::read_dir("/proc")
+        .expect("reading /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| "ferrolb-controller".starts_with(c.trim()))
+                && fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no ferrolb-controller process with {needle}"));
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+    pid
+}
+
+/// `kubectl rollout restart` of the release's controller Deployment, as an operator restarts
+/// it, and waits until the rollout is done.
+pub fn rollout_restart_controller() {
+    let deployment = format!("deployment/{}", E2E.controller());
+    kubectl(&["-n", E2E.namespace, "rollout", "restart", &deployment]).expect("rollout restart");
+    kubectl(&[
+        "-n",
+        E2E.namespace,
+        "rollout",
+        "status",
+        &deployment,
+        "--timeout=120s",
+    ])
+    .expect("the restarted controller rolls out");
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
