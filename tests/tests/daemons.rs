@@ -5,6 +5,11 @@
 //! (`cargo xtask test` does). They are found next to this test executable's `deps/`
 //! folder, i.e. in the same `target/<profile>/`.
 //!
+//! With the lab's FerroLB installed by the chart, each daemon runs with a token of the
+//! chart's ServiceAccount for it, so this test also fails on a permission the chart lacks
+//! (the daemons' flags are the chart test's and the pods' job); with only the control plane
+//! up (no root, no chart) it runs with the admin kubeconfig.
+//!
 //! Only std is used for HTTP and signals, so this file adds no dev-dependency.
 
 use std::{
@@ -39,19 +44,26 @@ fn speaker_starts_gets_ready_and_stops_on_sigterm() {
             "ferrolb-e2e-node",
             "--memberlist-port",
             &memberlist,
+            // It runs in the host's network namespace and reaches no peer, so it would take
+            // every Service of its class as its own: a class no Service has keeps it from
+            // answering ARP on the host's interfaces or touching the lab's reports.
+            "--load-balancer-class",
+            "e2e.ferrolb.io/daemons-test",
+            "--ignore-classless",
         ],
         Format::Text,
     );
 }
 
 /// A Node object for a daemon under test, deleted again on drop. Unschedulable and
-/// tainted, so no workload lands on a node that has no kubelet.
+/// tainted, so no workload lands on a node that has no kubelet; excluded from load balancers,
+/// so no speaker elects it to announce.
 struct NodeFixture(String);
 
 impl NodeFixture {
     fn create(name: &str) -> Self {
         let manifest = format!(
-            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}"}}}},"spec":{{"unschedulable":true,"taints":[{{"key":"ferrolb.io/e2e","effect":"NoExecute"}}]}}}}"#
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}","node.kubernetes.io/exclude-from-external-load-balancers":"true"}}}},"spec":{{"unschedulable":true,"taints":[{{"key":"ferrolb.io/e2e","effect":"NoExecute"}}]}}}}"#
         );
         let mut child = kubectl(&["apply", "-f", "-"])
             .stdin(Stdio::piped())
@@ -184,7 +196,7 @@ fn ensure_crds() {
 
 fn starts_gets_ready_and_stops(binary: &str, extra: &[&str], format: Format) {
     ensure_crds();
-    let kubeconfig = lab_kubeconfig();
+    let kubeconfig = daemon_kubeconfig(binary);
     let mut daemon = Daemon::start(binary, &kubeconfig, extra, format);
 
     wait_for(READY_TIMEOUT, || daemon.get("/readyz").0 == 200).unwrap_or_else(|| {
@@ -374,6 +386,37 @@ fn lab_kubeconfig() -> PathBuf {
         path.display()
     );
     path.canonicalize().expect("canonical kubeconfig path")
+}
+
+/// The kubeconfig a daemon runs with. With the lab's FerroLB installed by the chart (the lab
+/// is up as root), a token of the chart's ServiceAccount for that daemon, so it talks to the
+/// API with the chart's RBAC and nothing more (the controller then follows the release's
+/// leader on its Lease and writes nothing). With only the control plane up there is no chart
+/// release: the admin kubeconfig, and a note that RBAC is not checked here.
+fn daemon_kubeconfig(binary: &str) -> PathBuf {
+    let admin = lab_kubeconfig();
+    let (release, ns) = (
+        ferrolb_tests::LAB_RELEASE.name,
+        ferrolb_tests::LAB_RELEASE.namespace,
+    );
+    let account = format!("{release}-{}", binary.trim_start_matches("ferrolb-"));
+    let Ok(token) =
+        ferrolb_tests::kubectl(&["-n", ns, "create", "token", &account, "--duration=10m"])
+    else {
+        eprintln!(
+            "{binary}: no ServiceAccount {ns}/{account} (FerroLB not installed: \
+             `cargo xtask lab deploy`): running with the admin kubeconfig, RBAC unchecked"
+        );
+        return admin;
+    };
+    let text = fs::read_to_string(&admin).expect("reading the lab kubeconfig");
+    let mut config: serde_json::Value =
+        serde_yaml_ng::from_str(&text).expect("the lab kubeconfig is YAML");
+    config["users"][0]["user"] = serde_json::json!({"token": token.trim()});
+    let path = scratch_dir().join(format!("{account}-kubeconfig-{}", std::process::id()));
+    fs::write(&path, serde_yaml_ng::to_string(&config).expect("YAML"))
+        .expect("writing the ServiceAccount kubeconfig");
+    path
 }
 
 fn scratch_dir() -> PathBuf {
