@@ -8,8 +8,11 @@ use ferrolb_core::alloc::{
     self, AllocError, Family, FamilyPolicy, FamilyRequest, Pool, PoolAllocation, Protocol,
     ServiceRequest,
 };
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Namespace, Service, ServicePort, ServiceSpec,
+    ServiceStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 /// Requested addresses, comma-separated, at most one per family.
 pub const ANN_LOAD_BALANCER_IPS: &str = "ferrolb.io/loadBalancerIPs";
@@ -46,6 +49,110 @@ impl Selection {
 }
 
 pub use ferrolb_api::service::{ingress_ips, key as service_key};
+
+/// Keeps only what the controller reads of a Service, before it enters the cache (every
+/// Service of the cluster is cached for as long as it exists): identity and versions;
+/// `ferrolb.io/` annotations; for LoadBalancers the labels, type, class, families, requested
+/// IP, ports (protocol and number) and, with `externalTrafficPolicy: Local`, the selector;
+/// for other Services only the type; the ingress IPs and modes and our condition.
+/// Whatever is not listed here reads as absent to the controller, so a field the controller
+/// starts to read must be added here.
+pub fn slim_service(svc: &mut Service) {
+    let Service {
+        metadata: m,
+        spec,
+        status,
+    } = std::mem::take(svc);
+    let lb = spec
+        .as_ref()
+        .is_some_and(|s| s.type_.as_deref() == Some("LoadBalancer"));
+    let annotations = m
+        .annotations
+        .map(|a| {
+            a.into_iter()
+                .filter(|(k, _)| k.starts_with("ferrolb.io/"))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .filter(|a| !a.is_empty());
+    svc.metadata = ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        generation: m.generation,
+        creation_timestamp: m.creation_timestamp,
+        deletion_timestamp: m.deletion_timestamp,
+        labels: m.labels.filter(|_| lb),
+        annotations,
+        ..ObjectMeta::default()
+    };
+    svc.spec = spec.map(|s| {
+        if !lb {
+            return ServiceSpec {
+                type_: s.type_,
+                ..ServiceSpec::default()
+            };
+        }
+        let local = s.external_traffic_policy.as_deref() == Some("Local");
+        ServiceSpec {
+            type_: s.type_,
+            load_balancer_class: s.load_balancer_class,
+            ip_families: s.ip_families,
+            ip_family_policy: s.ip_family_policy,
+            load_balancer_ip: s.load_balancer_ip,
+            ports: s.ports.map(|ports| {
+                ports
+                    .into_iter()
+                    .map(|p| ServicePort {
+                        port: p.port,
+                        protocol: p.protocol,
+                        ..ServicePort::default()
+                    })
+                    .collect()
+            }),
+            external_traffic_policy: s.external_traffic_policy.filter(|_| local),
+            selector: s.selector.filter(|_| local),
+            ..ServiceSpec::default()
+        }
+    });
+    svc.status = status.map(|st| ServiceStatus {
+        load_balancer: st.load_balancer.map(|lb| LoadBalancerStatus {
+            ingress: lb.ingress.map(|ingress| {
+                ingress
+                    .into_iter()
+                    .map(|i| LoadBalancerIngress {
+                        ip: i.ip,
+                        ip_mode: i.ip_mode,
+                        ..LoadBalancerIngress::default()
+                    })
+                    .collect()
+            }),
+        }),
+        conditions: st
+            .conditions
+            .map(|c| {
+                c.into_iter()
+                    .filter(|c| c.type_ == CONDITION_ALLOCATED)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|c| !c.is_empty()),
+    });
+}
+
+/// Keeps only a Namespace's name, version and labels (for pools' namespace selectors).
+pub fn slim_namespace(ns: &mut Namespace) {
+    let m = std::mem::take(&mut ns.metadata);
+    *ns = Namespace {
+        metadata: ObjectMeta {
+            name: m.name,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            labels: m.labels,
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+}
 
 /// Builds the allocator's request from a Service and its namespace's labels.
 ///
@@ -231,6 +338,129 @@ status:
   loadBalancer:
     ingress: [{ip: 192.0.2.130, ipMode: Proxy}]
 ";
+
+    /// A Service as the API server sends it, with fields the controller never reads.
+    const FULL: &str = "
+metadata:
+  name: web
+  namespace: shop
+  uid: 5d5b2f3e-0000-4000-8000-000000000001
+  resourceVersion: '4711'
+  generation: 3
+  creationTimestamp: '2026-11-21T10:00:00Z'
+  labels: {app: web}
+  annotations:
+    ferrolb.io/loadBalancerIPs: 192.0.2.10
+    ferrolb.io/allow-shared-ip: front
+    ferrolb.io/ip-allocated-from-pool: lan
+    kubectl.kubernetes.io/last-applied-configuration: '{\"a\": \"long JSON copy\"}'
+  finalizers: [service.kubernetes.io/load-balancer-cleanup]
+  managedFields: [{manager: kubectl, operation: Update, fieldsType: FieldsV1, fieldsV1: {}}]
+spec:
+  type: LoadBalancer
+  loadBalancerClass: ferrolb.io/ferrolb
+  clusterIP: 198.19.128.10
+  clusterIPs: [198.19.128.10]
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 31000
+  selector: {app: web}
+  sessionAffinity: None
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}]
+status:
+  loadBalancer:
+    ingress: [{ip: 192.0.2.10, ipMode: Proxy, ports: [{port: 80, protocol: TCP}]}]
+  conditions:
+  - {type: ferrolb.io/Allocated, status: 'True', reason: IPAllocated, message: assigned 192.0.2.10 from pool lan, lastTransitionTime: '2026-11-21T10:00:01Z'}
+  - {type: other.example/Thing, status: 'True', reason: R, message: m, lastTransitionTime: '2026-11-21T10:00:01Z'}
+";
+
+    /// Slimming changes nothing the controller decides or writes from a Service: the same
+    /// request, the same observed view, the same selection; and it drops what it never reads.
+    #[test]
+    fn a_slim_service_reads_the_same() {
+        let labels = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
+        let selection = Selection {
+            class: "ferrolb.io/ferrolb".to_owned(),
+            classless: true,
+        };
+        let mut other_class = svc(FULL);
+        other_class.spec.as_mut().unwrap().load_balancer_class = Some("x.example/lb".into());
+        let mut cluster_ip = svc(FULL);
+        cluster_ip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        let mut cluster_policy = svc(FULL);
+        cluster_policy
+            .spec
+            .as_mut()
+            .unwrap()
+            .external_traffic_policy = Some("Cluster".into());
+        for full in [
+            svc(FULL),
+            svc(BASIC),
+            other_class,
+            cluster_ip,
+            cluster_policy,
+        ] {
+            let mut slim = full.clone();
+            slim_service(&mut slim);
+            // Requests are built for LoadBalancers only (of any class: ours, or a foreign
+            // one whose marks we may have to remove).
+            let lb = full.spec.as_ref().unwrap().type_.as_deref() == Some("LoadBalancer");
+            if lb {
+                assert_eq!(
+                    service_request(&slim, &labels),
+                    service_request(&full, &labels)
+                );
+            }
+            assert_eq!(
+                crate::status::observed(&slim),
+                crate::status::observed(&full)
+            );
+            assert_eq!(selection.is_ours(&slim), selection.is_ours(&full));
+            assert_eq!(service_key(&slim), service_key(&full));
+            let (m, f) = (&slim.metadata, &full.metadata);
+            assert_eq!(
+                (
+                    &m.uid,
+                    &m.resource_version,
+                    &m.generation,
+                    &m.creation_timestamp
+                ),
+                (
+                    &f.uid,
+                    &f.resource_version,
+                    &f.generation,
+                    &f.creation_timestamp
+                )
+            );
+        }
+        let mut slim = svc(FULL);
+        slim_service(&mut slim);
+        let m = &slim.metadata;
+        assert!(m.managed_fields.is_none() && m.finalizers.is_none());
+        assert_eq!(
+            m.annotations.as_ref().unwrap().len(),
+            3,
+            "only ferrolb.io/ annotations"
+        );
+        let spec = slim.spec.as_ref().unwrap();
+        assert!(spec.cluster_ip.is_none() && spec.health_check_node_port.is_none());
+        let conditions = slim.status.as_ref().unwrap().conditions.as_ref().unwrap();
+        assert_eq!(conditions.len(), 1, "only our condition");
+    }
+
+    #[test]
+    fn a_slim_namespace_keeps_its_labels() {
+        let mut ns: Namespace = serde_yaml_ng::from_str(
+            "metadata: {name: shop, labels: {team: a}, annotations: {x: y}}\nspec: {finalizers: [kubernetes]}",
+        )
+        .unwrap();
+        slim_namespace(&mut ns);
+        assert_eq!(ns.metadata.name.as_deref(), Some("shop"));
+        assert_eq!(ns.metadata.labels.as_ref().unwrap()["team"], "a");
+        assert!(ns.metadata.annotations.is_none() && ns.spec.is_none());
+    }
 
     #[test]
     fn basic_service_becomes_a_request() {

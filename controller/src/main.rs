@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use ferrolb_api::IPAddressPool;
 use ferrolb_runtime::{CommonArgs, Daemon, Metrics, init_logging};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Api;
+use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
@@ -63,11 +64,41 @@ struct Args {
     #[arg(long, default_value = "ferrolb-controller")]
     lease_name: String,
 
+    /// Seconds the Lease stays valid without renewal: a killed leader is replaced within
+    /// this plus one --lease-retry-period.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
+
+    /// Seconds a leader that cannot renew keeps writing; must be under --lease-duration so
+    /// it has stopped before anyone may take over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_renew_deadline: u64,
+
+    /// Seconds between the leader's renewals; must be under --lease-renew-deadline.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_renew_period: u64,
+
+    /// Seconds between a follower's checks whether the Lease expired.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_retry_period: u64,
+
     /// Use only IPAddressPools with this label (`key=value`); lets several controllers
     /// (tests, or one per tenant with its own class) share a cluster without seeing each
     /// other's pools.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pool_selector: Option<(String, String)>,
+}
+
+impl Args {
+    /// The election timing from the flags, or why it cannot work.
+    fn lease_timing(&self) -> Result<lease::Timing, String> {
+        lease::Timing::new(
+            Duration::from_secs(self.lease_duration),
+            Duration::from_secs(self.lease_renew_deadline),
+            Duration::from_secs(self.lease_renew_period),
+            Duration::from_secs(self.lease_retry_period),
+        )
+    }
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -80,6 +111,12 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let timing = match args.lease_timing() {
+        Ok(timing) => timing,
+        Err(why) => Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
+            .exit(),
+    };
     init_logging(args.common.log_level.as_deref(), args.common.log_format)?;
     let controller_metrics = ControllerMetrics::default();
     let metrics = Metrics::new_with("controller", |r| controller_metrics.register(r));
@@ -98,15 +135,20 @@ async fn main() -> anyhow::Result<()> {
 
     let client = daemon.client();
     let changed = Arc::new(Notify::new());
-    let services = daemon.reflect_notify(
+    // Services and Namespaces are cached whole-cluster: keep only what the controller reads.
+    let (services, services_watch) = reflect_slim(
+        &daemon,
         Api::<Service>::all(client.clone()),
         "services",
-        changed.clone(),
+        &changed,
+        convert::slim_service,
     );
-    let namespaces = daemon.reflect_notify(
+    let (namespaces, namespaces_watch) = reflect_slim(
+        &daemon,
         Api::<Namespace>::all(client.clone()),
         "namespaces",
-        changed.clone(),
+        &changed,
+        convert::slim_namespace,
     );
     let pools = daemon.reflect_notify(
         Api::<IPAddressPool>::all(client.clone()),
@@ -121,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             args.lease_namespace.clone(),
             args.lease_name.clone(),
             identity.clone(),
+            timing,
         );
         let api = Api::<Lease>::namespaced(client.clone(), &args.lease_namespace);
         tokio::spawn(lease::run(api, cfg, leader_tx, stop.clone()))
@@ -152,7 +195,41 @@ async fn main() -> anyhow::Result<()> {
         warn!("lease release timed out; the other replica takes over when it expires");
     }
     reconciler.abort();
+    services_watch.abort();
+    namespaces_watch.abort();
     Ok(())
+}
+
+/// A store of `resource` kept by a spawned watch that slims every object with `strip`, with
+/// the daemon's readiness gate and metrics (as `Daemon::reflect_notify` does, plus `strip`).
+fn reflect_slim<K>(
+    daemon: &Daemon,
+    api: Api<K>,
+    resource: &'static str,
+    changed: &Arc<Notify>,
+    strip: fn(&mut K),
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, watch) = ferrolb_runtime::reflect_stripped(
+        api,
+        resource,
+        daemon
+            .readiness()
+            .gate(resource, "waiting for initial list"),
+        daemon.metrics().clone(),
+        Some(changed.clone()),
+        strip,
+    );
+    (store, tokio::spawn(watch))
 }
 
 /// The pod name (`POD_NAME`), else `<hostname>-<pid>`: unique per replica.
@@ -168,8 +245,6 @@ fn identity() -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
@@ -186,6 +261,47 @@ mod tests {
         assert!(!args.ignore_classless);
         assert_eq!(args.ip_mode, IpMode::Proxy);
         assert_eq!(args.lease_name, "ferrolb-controller");
+        let timing = args.lease_timing().unwrap();
+        assert_eq!(timing.lease_duration, Duration::from_secs(10));
+        assert_eq!(timing.renew_deadline, Duration::from_secs(7));
+    }
+
+    /// Bad inputs tried: a renew deadline not under the Lease, a renewal period not under
+    /// the deadline, a zero and a non-numeric duration.
+    #[test]
+    fn lease_timing_that_cannot_work_is_refused() {
+        let parse = |flags: &[&str]| {
+            let mut argv = vec!["ferrolb-controller"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv)
+        };
+        let err = parse(&["--lease-duration", "5", "--lease-renew-deadline", "5"])
+            .unwrap()
+            .lease_timing()
+            .unwrap_err();
+        assert!(
+            err.contains(
+                "--lease-renew-deadline (5 s) must be shorter than --lease-duration (5 s)"
+            ),
+            "{err}"
+        );
+        let err = parse(&["--lease-renew-period", "7"])
+            .unwrap()
+            .lease_timing()
+            .unwrap_err();
+        assert!(
+            err.contains(
+                "--lease-renew-period (7 s) must be shorter than --lease-renew-deadline (7 s)"
+            ),
+            "{err}"
+        );
+        assert!(parse(&["--lease-duration", "0"]).is_err());
+        assert!(parse(&["--lease-retry-period", "soon"]).is_err());
+        let ok = parse(&["--lease-duration", "15", "--lease-renew-deadline", "10"]).unwrap();
+        assert_eq!(
+            ok.lease_timing().unwrap().lease_duration,
+            Duration::from_secs(15)
+        );
     }
 
     #[test]

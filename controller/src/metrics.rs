@@ -18,6 +18,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    write: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     error: String,
 }
@@ -30,6 +35,7 @@ pub struct ControllerMetrics {
     pool_size: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pool_assigned: Family<PoolLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
+    service_writes: Family<WriteLabels, Counter>,
     is_leader: Gauge,
 }
 
@@ -62,6 +68,11 @@ impl ControllerMetrics {
             self.errors.clone(),
         );
         registry.register(
+            "service_writes",
+            "Requests writing a Service, by what they write (status, annotation)",
+            self.service_writes.clone(),
+        );
+        registry.register(
             "controller_is_leader",
             "1 while this replica holds the leader Lease",
             self.is_leader.clone(),
@@ -78,6 +89,15 @@ impl ControllerMetrics {
         self.failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one request writing a Service's `status` or `annotation`.
+    pub fn service_write(&self, what: &str) {
+        self.service_writes
+            .get_or_create(&WriteLabels {
+                write: what.to_owned(),
             })
             .inc();
     }

@@ -185,9 +185,11 @@ struct Leading {
     report: PoolsReport,
     /// Services the allocator may hold IPs for.
     known: HashSet<ServiceKey>,
-    /// Per Service: the resourceVersion a write was based on and what was written, so a
-    /// store that has not seen our write yet does not make us write it again.
-    written: HashMap<ServiceKey, (String, ServiceView)>,
+    /// Per Service: what was written, and the resourceVersions it was based on and produced
+    /// (status, then annotation). A store showing one of them has not seen all our writes yet,
+    /// so they are not made again: without the status write's own version, a pass seeing
+    /// the status but not yet the annotation wrote the annotation a second time.
+    written: HashMap<ServiceKey, Written>,
     /// The same for pools.
     written_pools: HashMap<String, (String, ferrolb_api::IPAddressPoolStatus)>,
     pool_names: HashSet<String>,
@@ -198,6 +200,14 @@ struct Leading {
     /// Services and pools with a write in flight: passes leave them alone until it ends.
     busy: HashSet<ServiceKey>,
     busy_pools: HashSet<String>,
+}
+
+/// What the last write to a Service said, and the versions of the Service it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    /// The version the write was planned on, then the versions each request returned.
+    versions: Vec<String>,
+    want: ServiceView,
 }
 
 /// A write the loop runs concurrently with others and with later passes.
@@ -221,7 +231,8 @@ enum Done {
     StatusWritten(Box<ServiceWrite>),
     Service {
         key: ServiceKey,
-        rv: Option<String>,
+        /// The version planned on, then those our requests produced.
+        versions: Vec<String>,
         want: ServiceView,
         errors: Vec<Error>,
     },
@@ -243,11 +254,14 @@ struct PoolWrite {
 
 async fn execute(ctx: &Context, write: Write) -> Done {
     match write {
-        Write::Service(w) => match write_status(ctx, &w).await {
-            Ok(()) => Done::StatusWritten(w),
+        Write::Service(mut w) => match write_status(ctx, &w).await {
+            Ok(version) => {
+                w.versions.extend(version);
+                Done::StatusWritten(w)
+            }
             // Without the status the rest would say something untrue.
             Err(err) => Done::Service {
-                rv: w.svc.metadata.resource_version.clone(),
+                versions: w.versions,
                 key: w.key,
                 want: w.want,
                 errors: vec![err],
@@ -273,6 +287,28 @@ struct ServiceWrite {
     have: ServiceView,
     want: ServiceView,
     event: Option<Event>,
+    /// The Service's version this write is planned on, then those its requests return.
+    versions: Vec<String>,
+}
+
+impl ServiceWrite {
+    fn new(
+        svc: Arc<Service>,
+        key: ServiceKey,
+        have: ServiceView,
+        want: ServiceView,
+        event: Option<Event>,
+    ) -> Self {
+        let versions = svc.metadata.resource_version.iter().cloned().collect();
+        Self {
+            svc,
+            key,
+            have,
+            want,
+            event,
+            versions,
+        }
+    }
 }
 
 impl Leading {
@@ -337,29 +373,10 @@ impl Leading {
             }
             Done::Service {
                 key,
-                rv,
+                versions,
                 want,
                 errors,
-            } => {
-                self.busy.remove(&key);
-                if errors.is_empty() {
-                    if let Some(rv) = rv {
-                        self.written.insert(key, (rv, want));
-                    }
-                    return 0;
-                }
-                let failures = errors.len();
-                for err in errors {
-                    ctx.metrics.error(err.metric_label());
-                    if err.is_benign() {
-                        debug!(error = %err, "write raced with a change; the next pass redoes it");
-                    } else {
-                        warn!(error = %err, "write failed; retrying");
-                    }
-                }
-                self.written.remove(&key);
-                failures
-            }
+            } => self.finish_service(&ctx.metrics, key, versions, want, errors),
             Done::Pool {
                 name,
                 rv,
@@ -385,6 +402,33 @@ impl Leading {
                 }
             }
         }
+    }
+
+    /// Records how a write to a Service ended; returns how many of its requests failed.
+    fn finish_service(
+        &mut self,
+        metrics: &ControllerMetrics,
+        key: ServiceKey,
+        versions: Vec<String>,
+        want: ServiceView,
+        errors: Vec<Error>,
+    ) -> usize {
+        self.busy.remove(&key);
+        if errors.is_empty() {
+            self.written.insert(key, Written { versions, want });
+            return 0;
+        }
+        let failures = errors.len();
+        for err in errors {
+            metrics.error(err.metric_label());
+            if err.is_benign() {
+                debug!(error = %err, "write raced with a change; the next pass redoes it");
+            } else {
+                warn!(error = %err, "write failed; retrying");
+            }
+        }
+        self.written.remove(&key);
+        failures
     }
 
     /// Runs the allocator over every Service and returns the writes that differ.
@@ -436,13 +480,7 @@ impl Leading {
                             action: "Release".to_owned(),
                             secondary: None,
                         });
-                        writes.push(ServiceWrite {
-                            svc,
-                            key,
-                            have,
-                            want,
-                            event,
-                        });
+                        writes.push(ServiceWrite::new(svc, key, have, want, event));
                     }
                 }
             }
@@ -522,21 +560,16 @@ impl Leading {
             if have == want || self.busy.contains(&key) || self.already_written(&svc, &key, &want) {
                 continue;
             }
-            writes.push(ServiceWrite {
-                svc,
-                key,
-                have,
-                want,
-                event,
-            });
+            writes.push(ServiceWrite::new(svc, key, have, want, event));
         }
         writes
     }
 
-    /// Whether we wrote `want` based on the version the store still shows.
+    /// Whether we wrote `want` and the store still shows a version from before our last
+    /// request landed (the one we planned on, or one of our own writes' but the last).
     fn already_written(&self, svc: &Service, key: &ServiceKey, want: &ServiceView) -> bool {
         match (self.written.get(key), &svc.metadata.resource_version) {
-            (Some((rv, wrote)), Some(now)) => rv == now && wrote == want,
+            (Some(w), Some(now)) => w.want == *want && w.versions.contains(now),
             _ => false,
         }
     }
@@ -593,25 +626,28 @@ impl Leading {
     }
 }
 
-/// The status (what `kubectl get svc` shows) when it differs. It holds one of the
-/// [`CONCURRENCY`] slots; the annotation and Event then follow outside them.
-async fn write_status(ctx: &Context, w: &ServiceWrite) -> Result<(), Error> {
+/// The status (what `kubectl get svc` shows) when it differs; returns the version it made.
+/// It holds one of the [`CONCURRENCY`] slots; the annotation and Event then follow outside
+/// them.
+async fn write_status(ctx: &Context, w: &ServiceWrite) -> Result<Option<String>, Error> {
     if !status::status_differs(&w.have, &w.want) {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
+    ctx.metrics.service_write("status");
     status::write_service_status(&api, &w.svc, &w.want).await
 }
 
 /// After the status: the annotation and the Event, side by side.
-async fn follow_up(ctx: &Context, w: Box<ServiceWrite>) -> Done {
+async fn follow_up(ctx: &Context, mut w: Box<ServiceWrite>) -> Done {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
     let mut errors = Vec::new();
     let annotation = async {
         if w.have.pool_annotation != w.want.pool_annotation {
+            ctx.metrics.service_write("annotation");
             status::write_pool_annotation(&api, &w.svc, w.want.pool_annotation.as_deref()).await
         } else {
-            Ok(())
+            Ok(None)
         }
     };
     let event = async {
@@ -632,8 +668,9 @@ async fn follow_up(ctx: &Context, w: Box<ServiceWrite>) -> Done {
             warn!(error = %err, "event not published");
         }
     };
-    if let (Err(err), ()) = futures::join!(annotation, event) {
-        errors.push(err);
+    match futures::join!(annotation, event) {
+        (Ok(version), ()) => w.versions.extend(version),
+        (Err(err), ()) => errors.push(err),
     }
     info!(
         service = %w.key,
@@ -642,7 +679,7 @@ async fn follow_up(ctx: &Context, w: Box<ServiceWrite>) -> Done {
         "service updated"
     );
     Done::Service {
-        rv: w.svc.metadata.resource_version.clone(),
+        versions: w.versions,
         key: w.key,
         want: w.want,
         errors,
@@ -659,4 +696,93 @@ fn ips_text(ingress: &[(IpAddr, Option<String>)]) -> String {
         .map(|(ip, _)| ip.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn service(rv: &str) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("web".to_owned()),
+                namespace: Some("shop".to_owned()),
+                resource_version: Some(rv.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        }
+    }
+
+    fn assigned() -> ServiceView {
+        status::allocated(
+            &[("192.0.2.10".parse().unwrap(), "lan".to_owned())],
+            IpMode::Proxy,
+        )
+    }
+
+    /// One allocation, one status write: after the status (version 11) and the annotation
+    /// (12) are written on version 10, a pass whose store still shows 10 or 11 (status seen,
+    /// annotation not yet) plans nothing; 12 has caught up; a version we did not make (13,
+    /// someone else's change) is judged afresh, as is a different outcome.
+    #[test]
+    fn a_store_behind_our_own_writes_plans_no_second_write() {
+        let key = ServiceKey::new("shop", "web");
+        let mut leading = Leading::default();
+        let write = ServiceWrite::new(
+            Arc::new(service("10")),
+            key.clone(),
+            ServiceView::default(),
+            assigned(),
+            None,
+        );
+        assert_eq!(write.versions, ["10"]);
+        leading.written.insert(
+            key.clone(),
+            Written {
+                versions: vec!["10".into(), "11".into(), "12".into()],
+                want: assigned(),
+            },
+        );
+        for rv in ["10", "11", "12"] {
+            assert!(
+                leading.already_written(&service(rv), &key, &assigned()),
+                "version {rv} is ours; writing again would be a second write"
+            );
+        }
+        assert!(!leading.already_written(&service("13"), &key, &assigned()));
+        let other = status::failed("PoolExhausted", "pool lan has no free IPv4 address");
+        assert!(!leading.already_written(&service("11"), &key, &other));
+        let stranger = ServiceKey::new("shop", "db");
+        assert!(!leading.already_written(&service("11"), &stranger, &assigned()));
+    }
+
+    /// A failed follow-up forgets what was written, so the next pass redoes it.
+    #[test]
+    fn a_failed_write_is_planned_again() {
+        let key = ServiceKey::new("shop", "web");
+        let mut leading = Leading::default();
+        let ctx_metrics = ControllerMetrics::default();
+        leading.written.insert(
+            key.clone(),
+            Written {
+                versions: vec!["10".into()],
+                want: assigned(),
+            },
+        );
+        leading.busy.insert(key.clone());
+        let failures = leading.finish_service(
+            &ctx_metrics,
+            key.clone(),
+            vec!["10".into(), "11".into()],
+            assigned(),
+            vec![Error::Serialize(
+                serde_json::from_str::<u8>("not json").unwrap_err(),
+            )],
+        );
+        assert_eq!(failures, 1);
+        assert!(!leading.busy.contains(&key));
+        assert!(!leading.already_written(&service("11"), &key, &assigned()));
+    }
 }

@@ -96,16 +96,16 @@ fn our_condition(svc: &Service) -> Option<&Condition> {
 }
 
 /// The view of a Service that got `ips` (each with its pool).
-pub fn allocated(ips: &[(IpAddr, String)], mode: IpMode) -> ServiceView {
+pub fn allocated<S: AsRef<str>>(ips: &[(IpAddr, S)], mode: IpMode) -> ServiceView {
     let mut pools: Vec<&str> = Vec::new();
     for (_, pool) in ips {
-        if !pools.contains(&pool.as_str()) {
-            pools.push(pool);
+        if !pools.contains(&pool.as_ref()) {
+            pools.push(pool.as_ref());
         }
     }
     let listed = ips
         .iter()
-        .map(|(ip, pool)| format!("{ip} from pool {pool}"))
+        .map(|(ip, pool)| format!("{ip} from pool {}", pool.as_ref()))
         .collect::<Vec<_>>()
         .join(", ");
     ServiceView {
@@ -137,12 +137,13 @@ pub fn status_differs(have: &ServiceView, want: &ServiceView) -> bool {
 }
 
 /// Applies `want`'s ingress and condition to the Service's status; an empty `want`
-/// (`ServiceView::default()`) removes what we applied before.
+/// (`ServiceView::default()`) removes what we applied before. Returns the Service's new
+/// resourceVersion.
 pub async fn write_service_status(
     api: &Api<Service>,
     svc: &Service,
     want: &ServiceView,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let key = format!("{}/{name}", svc.metadata.namespace.as_deref().unwrap_or(""));
     let mut status = json!({});
@@ -185,22 +186,23 @@ pub async fn write_service_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map(|_| ())
+    .map(|svc| svc.metadata.resource_version)
     .map_err(|source| Error::ServiceStatus { key, source })
 }
 
-/// Sets or removes `ferrolb.io/ip-allocated-from-pool` (a merge patch touching only that key).
+/// Sets or removes `ferrolb.io/ip-allocated-from-pool` (a merge patch touching only that key);
+/// returns the Service's new resourceVersion.
 pub async fn write_pool_annotation(
     api: &Api<Service>,
     svc: &Service,
     value: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let key = format!("{}/{name}", svc.metadata.namespace.as_deref().unwrap_or(""));
     let patch = json!({"metadata": {"annotations": {ANN_ALLOCATED_FROM_POOL: value}}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(|_| ())
+        .map(|svc| svc.metadata.resource_version)
         .map_err(|source| Error::ServiceAnnotation { key, source })
 }
 

@@ -185,6 +185,10 @@ struct Round {
     ceiling: Phase,
     peak_rss: u64,
     rss_at_end: u64,
+    /// The controller's `ferrolb_service_writes_total` at the end: requests writing a
+    /// Service's status, and its annotation (one each per Service when nothing is redone).
+    status_writes: u64,
+    annotation_writes: u64,
 }
 
 impl Round {
@@ -196,7 +200,11 @@ impl Round {
     }
     /// Each goal that applies to this N, and whether it was met.
     fn goals(&self) -> Vec<(&'static str, bool)> {
-        let mut goals = vec![("ratio", self.ratio() >= GOAL_RATIO)];
+        let mut goals = vec![
+            ("ratio", self.ratio() >= GOAL_RATIO),
+            // One allocation, one status write (issue 4: nothing written twice).
+            ("writes", self.status_writes == self.n as u64),
+        ];
         if self.n == 1000 {
             goals.push(("p99", ms(self.controller.p(0.99)) < GOAL_P99_MS_AT_1000));
         }
@@ -213,12 +221,14 @@ impl Round {
             "ratio": round2(self.ratio()),
             "controller_peak_rss_mib": round2(self.peak_rss_mib()),
             "controller_rss_at_end_mib": round2(self.rss_at_end as f64 / (1024.0 * 1024.0)),
+            "controller_status_writes": self.status_writes,
+            "controller_annotation_writes": self.annotation_writes,
             "goals_met": self.goals().into_iter().collect::<HashMap<_, _>>(),
         })
     }
     fn table(rounds: &[Round]) -> String {
         let mut out = format!(
-            "{:>6} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>6} | {:>8} | goals (ratio>={GOAL_RATIO}, p99<{GOAL_P99_MS_AT_1000}ms@1000, rss<{GOAL_RSS_MIB_AT_5000}MiB@5000)\n",
+            "{:>6} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>6} | {:>8} | {:>11} | goals (ratio>={GOAL_RATIO}, p99<{GOAL_P99_MS_AT_1000}ms@1000, rss<{GOAL_RSS_MIB_AT_5000}MiB@5000, one status write per Service)\n",
             "N",
             "ctl svc/s",
             "p50 ms",
@@ -227,7 +237,8 @@ impl Round {
             "ceil svc/s",
             "p99 ms",
             "ratio",
-            "peak RSS"
+            "peak RSS",
+            "status/ann"
         );
         for r in rounds {
             let goals: Vec<String> = r
@@ -236,7 +247,7 @@ impl Round {
                 .map(|(g, ok)| format!("{g} {}", if *ok { "ok" } else { "MISSED" }))
                 .collect();
             out += &format!(
-                "{:>6} | {:>10.1} {:>8.1} {:>8.1} {:>8.1} | {:>10.1} {:>8.1} | {:>5.2}x | {:>4.1} MiB | {}\n",
+                "{:>6} | {:>10.1} {:>8.1} {:>8.1} {:>8.1} | {:>10.1} {:>8.1} | {:>5.2}x | {:>4.1} MiB | {:>5}/{:<5} | {}\n",
                 r.n,
                 r.controller.per_second(),
                 ms(r.controller.p(0.5)),
@@ -246,6 +257,8 @@ impl Round {
                 ms(r.ceiling.p(0.99)),
                 r.ratio(),
                 r.peak_rss_mib(),
+                r.status_writes,
+                r.annotation_writes,
                 goals.join(", ")
             );
         }
@@ -275,6 +288,7 @@ async fn round(
     eprintln!("controller phase: creating {n} Services in {ctl_ns}");
     let measured = measure(client, &ctl_ns, &class, n, args, &mut || proc.check_alive()).await;
     let (peak_rss, rss_at_end) = rss(proc.pid()).unwrap_or_default();
+    let metrics = http_get(proc.addr, "/metrics").await.unwrap_or_default();
     proc.stop();
     let controller_phase = measured.with_context(|| {
         format!(
@@ -299,7 +313,19 @@ async fn round(
         ceiling: ceiling.context("ceiling phase")?,
         peak_rss,
         rss_at_end,
+        status_writes: service_writes(&metrics, "status"),
+        annotation_writes: service_writes(&metrics, "annotation"),
     })
+}
+
+/// `ferrolb_service_writes_total{write="<what>"}` from a Prometheus text exposition.
+fn service_writes(metrics: &str, what: &str) -> u64 {
+    let series = format!("ferrolb_service_writes_total{{write=\"{what}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// Creates `n` Services in `ns`, `concurrency` at a time, and waits until every one shows an
@@ -692,6 +718,19 @@ impl Drop for ControllerProcess {
 
 /// The HTTP status of `GET path`, or `None` if nothing answers.
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let text = http_response(addr, path).await?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The body of `GET path` if it answered 200.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let text = http_response(addr, path).await?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| body.to_owned())
+}
+
+/// The raw response to `GET path` (HTTP/1.1, connection closed after it).
+async fn http_response(addr: SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
@@ -705,8 +744,7 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .await
         .ok()?
         .ok()?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1)?.parse().ok()
+    Some(String::from_utf8_lossy(&response).into_owned())
 }
 
 fn git_commit(root: &Path) -> Option<String> {
