@@ -18,7 +18,7 @@ fn lowest_free_address_in_order() {
     assert_eq!(ips(&mut a, &req("a")), [ip("192.0.2.10")]);
     assert_eq!(ips(&mut a, &req("b")), [ip("192.0.2.11")]);
     let got = a.assign(&req("c")).unwrap();
-    assert_eq!(got.ips, vec![(ip("192.0.2.12"), "p".to_string())]);
+    assert_eq!(got.ips, vec![(ip("192.0.2.12"), "p".into())]);
     assert!(got.changed);
 }
 
@@ -117,7 +117,7 @@ fn spills_to_next_pool_when_first_is_full() {
         pool("x", &["192.0.2.1/32"]),
         pool("y", &["198.51.100.0/30"]),
     ]);
-    assert_eq!(a.assign(&req("a")).unwrap().ips[0].1, "x");
+    assert_eq!(&*a.assign(&req("a")).unwrap().ips[0].1, "x");
     assert_eq!(
         a.assign(&req("b")).unwrap().ips,
         vec![(ip("198.51.100.0"), "y".into())]
@@ -153,7 +153,7 @@ fn priority_lowest_first_then_none_then_name() {
     let mut a = alloc(vec![none_b, p5, none_a, p1]);
     let order: Vec<String> = ["s1", "s2", "s3", "s4"]
         .iter()
-        .map(|n| a.assign(&req(n)).unwrap().ips[0].1.clone())
+        .map(|n| a.assign(&req(n)).unwrap().ips[0].1.to_string())
         .collect();
     assert_eq!(order, ["zeta", "alpha", "a", "b"]);
 }
@@ -246,12 +246,12 @@ fn service_selectors() {
         service_labels: labels(&[("tier", "web")]),
         ..req("w")
     };
-    assert_eq!(a.assign(&web).unwrap().ips[0].1, "rest"); // "rest" < "web" by name
+    assert_eq!(&*a.assign(&web).unwrap().ips[0].1, "rest"); // "rest" < "web" by name
     let pinned = ServiceRequest {
         requested_pool: Some("web".into()),
         ..web.clone()
     };
-    assert_eq!(a.assign(&pinned).unwrap().ips[0].1, "web");
+    assert_eq!(&*a.assign(&pinned).unwrap().ips[0].1, "web");
     let other = ServiceRequest {
         requested_pool: Some("web".into()),
         ..req("o")

@@ -44,6 +44,7 @@ mod table;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use crate::selector::{LabelSelector, Requirement};
 pub use errors::AllocError;
@@ -59,8 +60,9 @@ use state::State;
 /// What a successful [`Allocator::assign`] gave a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
-    /// The Service's addresses, in its `ipFamilies` order, each with the pool it came from.
-    pub ips: Vec<(IpAddr, String)>,
+    /// The Service's addresses, in its `ipFamilies` order, each with the pool it came from
+    /// (the allocator's own copy of the pool name, shared rather than copied per call).
+    pub ips: Vec<(IpAddr, Arc<str>)>,
     /// Whether `ips` differ from the request's `current_ips` (so the status needs writing).
     pub changed: bool,
 }
@@ -164,7 +166,7 @@ impl Allocator {
 
     /// Restart only: re-registers the still-valid `current_ips` (same checks as `assign`) and
     /// takes no new address; returns what was kept. Call for all holders before any `assign`.
-    pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
+    pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, Arc<str>)> {
         self.state.restore(req)
     }
 

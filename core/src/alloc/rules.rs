@@ -17,7 +17,7 @@ use super::table::{PerFamily, PoolId, SvcId};
 /// A Service as the rules see it: borrowed from a request or from a stored record.
 #[derive(Clone, Copy)]
 pub(super) struct Who<'a> {
-    key: &'a ServiceKey,
+    namespace: &'a str,
     /// Its slab id, if it holds (or held until this call) a record.
     id: Option<SvcId>,
     namespace_labels: &'a BTreeMap<String, String>,
@@ -31,7 +31,7 @@ pub(super) struct Who<'a> {
 impl<'a> Who<'a> {
     pub(super) fn of_req(req: &'a ServiceRequest, id: Option<SvcId>) -> Who<'a> {
         Who {
-            key: &req.key,
+            namespace: &req.key.namespace,
             id,
             namespace_labels: &req.namespace_labels,
             service_labels: &req.service_labels,
@@ -45,7 +45,7 @@ impl<'a> Who<'a> {
     pub(super) fn of_rec(rec: &'a ServiceRecord, id: SvcId) -> Who<'a> {
         let t = rec.terms();
         Who {
-            key: &rec.key,
+            namespace: rec.key.namespace(),
             id: Some(id),
             namespace_labels: &t.namespace_labels,
             service_labels: &t.service_labels,
@@ -57,7 +57,7 @@ impl<'a> Who<'a> {
     }
 
     fn served_by(&self, pool: &Pool) -> bool {
-        pool.serves_namespace(&self.key.namespace, self.namespace_labels)
+        pool.serves_namespace(self.namespace, self.namespace_labels)
             && pool.serves_service(self.service_labels)
     }
 }
@@ -167,7 +167,7 @@ fn wanted_families(req: &ServiceRequest) -> Result<PerFamily<Family>, AllocError
 impl State {
     /// Why the Service may not use `pool`, or `None` if it may.
     fn refusal(who: Who<'_>, pool: &Pool) -> Option<String> {
-        let ns = &who.key.namespace;
+        let ns = who.namespace;
         if !pool.serves_namespace(ns, who.namespace_labels) {
             return Some(format!(
                 "pool {} does not serve namespace {ns} (serviceAllocation namespaces/namespaceSelectors)",
@@ -206,12 +206,12 @@ impl State {
             let other = self.rec(h);
             let t = other.terms();
             if who.sharing_key.is_none() || who.sharing_key != t.sharing_key.as_deref() {
-                return Some(Clash::InUse(other.key.clone()));
+                return Some(Clash::InUse(other.key.to_key()));
             }
             let why = ports_clash(who.ports, &t.ports)
                 .or_else(|| local_clash(who.local, t.local_traffic_selector.as_ref()));
             if let Some(why) = why {
-                return Some(Clash::Sharing(other.key.clone(), why));
+                return Some(Clash::Sharing(other.key.to_key(), why));
             }
         }
         None
@@ -238,7 +238,7 @@ impl State {
             return Err(none(format!(
                 "no pool with autoAssign serves namespace {} and this Service's labels; \
                  name a pool with ferrolb.io/address-pool or adjust the pools' serviceAllocation",
-                who.key.namespace
+                who.namespace
             )));
         }
         Ok(Candidates::Auto)

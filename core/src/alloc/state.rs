@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
@@ -18,13 +19,15 @@ use super::pool::{BuggyIps, Pool};
 use super::range::{Family, buggy_count, from_u128, to_u128};
 use super::request::{Protocol, ServiceKey, ServiceRequest};
 use super::rules::Who;
-use super::table::{Holders, PerFamily, PoolId, Runs, SvcId};
+use super::table::{Holders, PerFamily, PoolId, Runs, StoredKey, SvcId};
 use super::{AllocError, Assignment, Overlap, PoolCounts, PoolsReport};
 
 /// A pool as the hot path sees it, with the bookkeeping that changes as addresses come and go.
 #[derive(Debug, Clone)]
 pub(super) struct PoolRt {
     pub(super) pool: Pool,
+    /// The pool's name as [`Assignment`]s carry it.
+    name: Arc<str>,
     /// Range bounds per family (index: [`fam_idx`]).
     pub(super) bounds: [Vec<(u128, u128)>; 2],
     /// Addresses the pool hands out, per family.
@@ -46,6 +49,7 @@ impl PoolRt {
         });
         PoolRt {
             size: pool_size(&pool),
+            name: Arc::from(pool.name.as_str()),
             pool,
             bounds,
             taken: [0; 2],
@@ -125,7 +129,7 @@ impl Terms {
 /// What one Service holds and the terms it last asked under.
 #[derive(Debug, Clone)]
 pub(super) struct ServiceRecord {
-    pub(super) key: ServiceKey,
+    pub(super) key: StoredKey,
     /// Its key's [`Tag`], so the index can grow or drop the record without the key.
     tag: Tag,
     /// `None`: [`NO_TERMS`] (read through [`ServiceRecord::terms`]).
@@ -246,7 +250,7 @@ impl State {
         let id = self
             .svc_index
             .find(spread(tag), |(t, id)| {
-                *t == tag && self.rec(*id).key == *key
+                *t == tag && self.rec(*id).key.is(key)
             })
             .map(|(_, id)| *id);
         (tag, id)
@@ -257,22 +261,27 @@ impl State {
     }
 
     /// `ips` with pool names, as the API returns them.
-    fn named(&self, ips: PerFamily<(IpAddr, PoolId)>) -> Vec<(IpAddr, String)> {
+    fn named(&self, ips: PerFamily<(IpAddr, PoolId)>) -> Vec<(IpAddr, Arc<str>)> {
         ips.iter()
-            .map(|(ip, pool)| (ip, self.pool(pool).pool.name.clone()))
+            .map(|(ip, pool)| (ip, self.pool(pool).name.clone()))
             .collect()
     }
 
     pub fn held(&self, key: &ServiceKey) -> Vec<(IpAddr, String)> {
         match self.lookup(key).1 {
-            Some(id) => self.named(self.rec(id).ips),
+            Some(id) => self
+                .rec(id)
+                .ips
+                .iter()
+                .map(|(ip, pool)| (ip, self.pool(pool).pool.name.clone()))
+                .collect(),
             None => Vec::new(),
         }
     }
 
     pub fn holders(&self, ip: IpAddr) -> Vec<ServiceKey> {
         self.ips.get(&ip).map_or_else(Vec::new, |r| {
-            r.holders.iter().map(|h| self.rec(h).key.clone()).collect()
+            r.holders.iter().map(|h| self.rec(h).key.to_key()).collect()
         })
     }
 
@@ -332,11 +341,11 @@ impl State {
                 new_ips.push((ip, pool));
             }
             if lost {
-                report.invalidated.push(rec.key.clone());
+                report.invalidated.push(rec.key.to_key());
                 self.drop_record(id);
             } else {
                 if repooled {
-                    report.repooled.push(rec.key.clone());
+                    report.repooled.push(rec.key.to_key());
                 }
                 self.rec_mut(id).ips = new_ips;
             }
@@ -348,7 +357,7 @@ impl State {
     /// Live Service ids, sorted by key (for deterministic rebuilds and reports).
     fn ids_by_key(&self) -> Vec<SvcId> {
         let mut ids: Vec<SvcId> = self.svc_index.iter().map(|(_, id)| *id).collect();
-        ids.sort_by(|a, b| self.rec(*a).key.cmp(&self.rec(*b).key));
+        ids.sort_by(|a, b| self.rec(*a).key.key_cmp(&self.rec(*b).key));
         ids
     }
 
@@ -400,7 +409,7 @@ impl State {
 
     // ---- changes -----------------------------------------------------------------------------
 
-    pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, String)> {
+    pub fn restore(&mut self, req: &ServiceRequest) -> Vec<(IpAddr, Arc<str>)> {
         let (tag, me) = self.lookup(&req.key);
         let kept = self.keep_all(req, Who::of_req(req, me));
         if kept.is_empty() {
@@ -477,7 +486,7 @@ impl State {
     /// Interns a Service (whose key has `tag`) that holds nothing yet.
     fn new_record(&mut self, req: &ServiceRequest, tag: Tag) -> SvcId {
         let rec = ServiceRecord {
-            key: req.key.clone(),
+            key: StoredKey::new(&req.key),
             tag,
             terms: Terms::of(req),
             ips: PerFamily::default(),
@@ -539,7 +548,11 @@ impl State {
                     .get()
                     .holders
                     .iter()
-                    .filter(|h| self.svcs[idx(*h)].as_ref().is_some_and(|r| r.key < *key))
+                    .filter(|h| {
+                        self.svcs[idx(*h)]
+                            .as_ref()
+                            .is_some_and(|r| r.key.key_cmp(key).is_lt())
+                    })
                     .count();
                 e.get_mut().holders.insert(id, at);
             }

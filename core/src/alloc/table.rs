@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::range::{Family, from_u128, is_buggy_ip};
+use super::request::ServiceKey;
 
 /// A Service's index in the allocator's slab of records (keys are interned once, on first
 /// assignment, so the per-address tables never clone or hash a `ServiceKey`).
@@ -10,6 +11,50 @@ pub(super) type SvcId = u32;
 
 /// A pool's index in the allocator's pool table; ids follow the pools' rank (0 is tried first).
 pub(super) type PoolId = u32;
+
+/// A Service's key as a record stores it: namespace and name in one allocation (half the
+/// size of a [`ServiceKey`], one heap block to read when a lookup compares keys).
+#[derive(Debug, Clone)]
+pub(super) struct StoredKey {
+    text: Box<str>,
+    ns_len: usize,
+}
+
+impl StoredKey {
+    pub(super) fn new(key: &ServiceKey) -> StoredKey {
+        let mut text = String::with_capacity(key.namespace.len() + key.name.len());
+        text.push_str(&key.namespace);
+        text.push_str(&key.name);
+        StoredKey {
+            text: text.into_boxed_str(),
+            ns_len: key.namespace.len(),
+        }
+    }
+
+    pub(super) fn namespace(&self) -> &str {
+        &self.text[..self.ns_len]
+    }
+
+    fn parts(&self) -> (&str, &str) {
+        self.text.split_at(self.ns_len)
+    }
+
+    /// Whether this is `key`.
+    pub(super) fn is(&self, key: &ServiceKey) -> bool {
+        self.parts() == (key.namespace.as_str(), key.name.as_str())
+    }
+
+    /// The key as the API speaks it.
+    pub(super) fn to_key(&self) -> ServiceKey {
+        let (namespace, name) = self.parts();
+        ServiceKey::new(namespace, name)
+    }
+
+    /// The order of [`ServiceKey`]s (namespace, then name).
+    pub(super) fn key_cmp(&self, other: &StoredKey) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
 
 /// Held addresses of one family as maximal runs `start -> end` (inclusive): the first free
 /// address at or after `x` is one lookup away, and the map never holds more entries than
@@ -260,6 +305,20 @@ mod tests {
         let mut r = Runs::default();
         r.insert(u128::MAX);
         assert_eq!(r.first_free(Family::V6, u128::MAX, u128::MAX, false), None);
+    }
+
+    #[test]
+    fn stored_keys_read_and_sort_as_service_keys() {
+        let keys =
+            [("a", "bc"), ("ab", "c"), ("", "x"), ("ns", "")].map(|(n, m)| ServiceKey::new(n, m));
+        for a in &keys {
+            let s = StoredKey::new(a);
+            assert!(s.is(a) && s.to_key() == *a && s.namespace() == a.namespace);
+            for b in &keys {
+                assert_eq!(s.is(b), a == b);
+                assert_eq!(s.key_cmp(&StoredKey::new(b)), a.cmp(b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]
