@@ -90,12 +90,11 @@ add map inet ferrolb be4sctp { typeof numgen random mod 1 : ip daddr . sctp dpor
 add map inet ferrolb be6tcp { typeof numgen random mod 1 : ip6 daddr . tcp dport; }
 add map inet ferrolb be6udp { typeof numgen random mod 1 : ip6 daddr . udp dport; }
 add map inet ferrolb be6sctp { typeof numgen random mod 1 : ip6 daddr . sctp dport; }
-add chain inet ferrolb filter-prerouting { type filter hook prerouting priority dstnat - 10; policy accept; }
 add chain inet ferrolb nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }
 add chain inet ferrolb nat-postrouting { type nat hook postrouting priority srcnat; policy accept; }
-add rule inet ferrolb filter-prerouting ct state new ip daddr . meta l4proto . th dport vmap @flt4
+add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport vmap @flt4
 add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport vmap @svc4
-add rule inet ferrolb filter-prerouting ct state new ip6 daddr . meta l4proto . th dport vmap @flt6
+add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @flt6
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @svc6
 add rule inet ferrolb nat-postrouting meta mark & 0x00002000 != 0 meta mark set meta mark & 0xffffdfff masquerade fully-random
 add counter inet ferrolb conn-default/web
@@ -123,7 +122,7 @@ add rule inet ferrolb svc-kube-system/dns/udp/53/v4 ip saddr @aff-kube-system/dn
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto svc-default/web/tcp/80/v4, 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
 add element inet ferrolb svc6 { 2001:db8::10 . tcp . 80 : goto svc-default/web/tcp/80/v6 }
-add element inet ferrolb flt4 { 192.0.2.12 . tcp . 443 : goto flt-default/empty/tcp/443/v4, 192.0.2.11 . udp . 53 : goto flt-kube-system/dns/udp/53/v4 }
+add element inet ferrolb flt4 { 192.0.2.12 . tcp . 443 : jump flt-default/empty/tcp/443/v4, 192.0.2.11 . udp . 53 : jump flt-kube-system/dns/udp/53/v4 }
 ";
 
 #[test]

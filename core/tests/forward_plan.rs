@@ -166,7 +166,10 @@ impl Model {
                 ("add", "element") => {
                     for element in w[5].trim_matches(['{', '}', ' ']).split(", ") {
                         let (key, value) = element.split_once(" : ").unwrap();
-                        if let Some(target) = value.strip_prefix("goto ") {
+                        if let Some(target) = value
+                            .strip_prefix("goto ")
+                            .or_else(|| value.strip_prefix("jump "))
+                        {
                             assert!(
                                 self.chains.contains_key(target),
                                 "dangling {target}: {line}"

@@ -4,8 +4,10 @@
 //! Layout (kube-proxy's nftables dispatch, without its per-Service anonymous verdict maps: the
 //! number of sets, and of rules bound to a named map, does not grow with Services):
 //! - maps `svc4`/`svc6`: `vip . l4proto . port : goto svc-…` (nat prerouting dispatch);
-//! - maps `flt4`/`flt6`: `vip . l4proto . port : goto flt-…` for frontends that refuse someone
-//!   (source ranges, no endpoints), consulted by a filter chain before DNAT;
+//! - maps `flt4`/`flt6`: `vip . l4proto . port : jump flt-…` for frontends that refuse someone
+//!   (source ranges, no endpoints), consulted first in the same nat chain (it still sees the
+//!   VIP; a client that is not refused returns and goes on to `svc4`). Nat chains see only a
+//!   connection's first packet, so established traffic passes one hook of ours, not two;
 //! - per Service port and family one `svc-…` chain: the masquerade mark, then up to
 //!   [`INLINE_MAX`] backends one `numgen random mod k 0 dnat …` rule each (uniform overall);
 //!   above that `dnat to numgen random mod N offset <base> map @be4tcp`, where `be4tcp`,
@@ -293,7 +295,7 @@ pub fn service_objects(
             for vip in &group.vips {
                 objs.elements.insert(
                     (flt_map, element_key(*vip, proto, port)),
-                    format!("goto {chain}"),
+                    format!("jump {chain}"),
                 );
             }
             objs.chains.insert(chain, filter);
@@ -549,13 +551,15 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
     for map in MapName::all() {
         v.push(format!("add map {t} {} {}", map.as_str(), map.definition()));
     }
-    v.push(format!("add chain {t} filter-prerouting {{ type filter hook prerouting priority dstnat - 10; policy accept; }}"));
     v.push(format!("add chain {t} nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"));
     v.push(format!("add chain {t} nat-postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"));
     for fam in [Family::V4, Family::V6] {
         let (svc, flt) = fam.maps();
         let ip = fam.ip();
-        v.push(format!("add rule {t} filter-prerouting ct state new {ip} daddr . meta l4proto . th dport vmap @{}", flt.as_str()));
+        v.push(format!(
+            "add rule {t} nat-prerouting {ip} daddr . meta l4proto . th dport vmap @{}",
+            flt.as_str()
+        ));
         v.push(format!(
             "add rule {t} nat-prerouting {ip} daddr . meta l4proto . th dport vmap @{}",
             svc.as_str()
