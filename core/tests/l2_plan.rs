@@ -164,12 +164,16 @@ fn eligibility_advertisement_cases() {
             (name("b"), eligible("bond0"))
         ]
     );
-    // Cluster policy: any node, but only if some endpoint is ready somewhere.
-    let none_ready = service("web", &["192.0.2.10"], TrafficPolicy::Cluster, &[]);
-    assert_eq!(
-        e(&[adv(vec![], &[])], &none_ready)[1].1,
-        no(Ineligible::NoReadyEndpoints)
-    );
+    // No ready endpoint anywhere: still announced, whatever the policy, so the forwarder can
+    // refuse connections (a client must not wait on ARP nobody answers).
+    for policy in [TrafficPolicy::Cluster, TrafficPolicy::Local] {
+        let none_ready = service("web", &["192.0.2.10"], policy, &[]);
+        assert_eq!(
+            e(&[adv(vec![], &[])], &none_ready)[1].1,
+            eligible("eth0"),
+            "{policy:?}"
+        );
+    }
     assert_eq!(e(&[adv(vec![], &[])], &svc)[1].1, eligible("eth0"));
     // An IP that is not the Service's has no pool.
     assert_eq!(

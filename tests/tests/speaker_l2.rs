@@ -19,74 +19,31 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ferrolb_tests::{
-    ensure_ferrolb_installed, kubectl, kubectl_stdin, unique_name, workspace_root,
-};
+use ferrolb_tests::{kubectl, workspace_root};
 use serde_json::{Value, json};
 
-const CLIENT_NS: &str = "ferrolb-client";
+mod lab_support;
+use lab_support::{CLIENT_NS, Env, WAIT, node_mac, ready_pods, speaker_pid};
+
 const LAN_NS: &str = "ferrolb-lan";
-const WAIT: Duration = Duration::from_secs(30);
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-fn apply(obj: &Value) {
-    kubectl_stdin(&["apply", "-f", "-"], Some(&obj.to_string())).expect("apply");
-}
-
-/// One test's world: namespace, pool, advertisement, an echo backend and a Service.
-struct Env {
-    ns: String,
-    pool: String,
-    adv: String,
-}
-
 impl Env {
+    /// The test's namespace, pool and advertisement, and a one-replica echo Deployment.
     fn start(test: &str, addresses: &[&str]) -> Env {
-        ensure_ferrolb_installed();
-        let run = unique_name(&format!("l2-{test}"));
-        kubectl(&["create", "namespace", &run]).unwrap();
-        let env = Env {
-            pool: run.clone(),
-            adv: run.clone(),
-            ns: run,
-        };
-        apply(&json!({
-            "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": env.pool},
-            "spec": {"addresses": addresses, "autoAssign": false}
-        }));
-        env.advertise(json!([]));
-        apply(&json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "echo", "namespace": env.ns},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "echo"}},
-                "template": {
-                    "metadata": {"labels": {"app": "echo"}},
-                    "spec": {"containers": [{"name": "echo", "image": "ferrolb.io/lab/echo",
-                              "ports": [{"containerPort": 3000}]}]}
-                }
-            }
-        }));
+        let env = Env::new(&format!("l2-{test}"), addresses);
+        env.deploy(
+            "echo",
+            "ferrolb.io/lab/echo",
+            1,
+            json!({"ports": [{"containerPort": 3000}]}),
+            json!({}),
+        );
         env
     }
 
     fn advertise(&self, node_selectors: Value) {
         self.advertise_spec(json!({"nodeSelectors": node_selectors}));
-    }
-
-    /// Applies the advertisement with `extra` merged into its spec (the pool is always ours).
-    fn advertise_spec(&self, extra: Value) {
-        let mut spec = json!({"ipAddressPools": [self.pool]});
-        for (k, v) in extra.as_object().expect("an object") {
-            spec[k] = v.clone();
-        }
-        apply(&json!({
-            "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": self.adv},
-            "spec": spec
-        }));
     }
 
     fn service(&self, name: &str, ips: &[&str]) {
@@ -95,65 +52,17 @@ impl Env {
 
     /// A LoadBalancer Service for the echo backend with `externalTrafficPolicy: policy`.
     fn service_with_policy(&self, name: &str, ips: &[&str], policy: &str) {
-        let dual = ips.len() > 1;
-        apply(&json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": self.ns, "annotations": {
-                "ferrolb.io/loadBalancerIPs": ips.join(","),
-                "ferrolb.io/address-pool": self.pool,
-            }},
-            "spec": {
-                "type": "LoadBalancer",
-                // No kube-proxy in the lab, and a busy lab may have no NodePorts left.
-                "allocateLoadBalancerNodePorts": false,
+        self.lb_service(
+            name,
+            ips,
+            json!({
                 "externalTrafficPolicy": policy,
-                "ipFamilyPolicy": if dual { "RequireDualStack" } else { "SingleStack" },
-                "ipFamilies": if dual { json!(["IPv4", "IPv6"]) } else { json!(["IPv4"]) },
                 "selector": {"app": "echo"},
                 "ports": [{"port": 80, "targetPort": 3000}]
-            }
-        }));
+            }),
+        );
     }
 
-    /// The nodes whose ServiceAnnouncements for `svc` cover `ip` (`None` if the list failed).
-    fn reporters(&self, svc: &str, ip: &str) -> Option<Vec<String>> {
-        let text = kubectl(&["-n", &self.ns, "get", "serviceannouncements", "-o", "json"]).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
-        Some(
-            v["items"]
-                .as_array()?
-                .iter()
-                .filter(|i| i["spec"]["serviceName"] == svc)
-                .filter(|i| {
-                    i["spec"]["ips"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|x| x == ip))
-                })
-                .filter_map(|i| i["spec"]["node"].as_str().map(str::to_owned))
-                .collect(),
-        )
-    }
-
-    /// The node named by the Service's ServiceAnnouncement covering `ip`, once there is one.
-    fn announcer(&self, svc: &str, ip: &str, not: Option<&str>) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(mut nodes) = self.reporters(svc, ip) {
-                nodes.retain(|n| Some(n.as_str()) != not);
-                if nodes.len() == 1 {
-                    return nodes[0].clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no single ServiceAnnouncement for {svc} {ip}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Env {
     /// Waits until exactly `node` reports announcing `ip` for `svc` (none when `None`).
     fn wait_reporters(&self, svc: &str, ip: &str, node: Option<&str>) {
         let want: Vec<String> = node.iter().map(|n| n.to_string()).collect();
@@ -176,27 +85,12 @@ impl Env {
     fn echo_node(&self, want: Option<&str>) -> String {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let nodes: Option<Vec<String>> = kubectl(&[
-                "-n", &self.ns, "get", "pods", "-l", "app=echo", "-o", "json",
-            ])
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| {
-                let items = v["items"].as_array()?.clone();
-                Some(
-                    items
-                        .iter()
-                        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                        .filter(|p| {
-                            p["status"]["conditions"].as_array().is_some_and(|cs| {
-                                cs.iter()
-                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                            })
-                        })
-                        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
-                        .collect(),
-                )
-            });
+            let nodes: Option<Vec<String>> = Some(
+                ready_pods(&self.ns, "echo")
+                    .iter()
+                    .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+                    .collect(),
+            );
             // Exactly one pod, ready, and nothing else left over (terminating pods count).
             let all = kubectl(&[
                 "-n", &self.ns, "get", "pods", "-l", "app=echo", "-o", "name",
@@ -261,20 +155,6 @@ fn speaker_log_lines(needles: &[&str]) -> Option<Vec<String>> {
     )
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
-        let _ = kubectl(&["delete", "l2advertisement", &self.adv, "--wait=false"]);
-        let _ = kubectl(&["delete", "ipaddresspool", &self.pool, "--wait=false"]);
-    }
-}
-
-/// The lab's LAN MAC of `node-N`.
-fn node_mac(node: &str) -> String {
-    let n: u8 = node.trim_start_matches("node-").parse().unwrap();
-    format!("02:fe:c0:00:02:{:02x}", 10 + n)
-}
-
 /// MACs that answered `count` ARP requests for `ip` from the client.
 fn arping(ip: &str, count: u32) -> Vec<String> {
     let out = Command::new("ip")
@@ -329,24 +209,6 @@ fn wait_arp(ip: &str, mac: Option<&str>) {
             "ARP for {ip}: got {macs:?}, want {want:?}"
         );
     }
-}
-
-fn speaker_pid(node: &str) -> Option<u32> {
-    let ns = format!("ferrolb-{node}");
-    let out = Command::new("ip")
-        .args(["netns", "pids", &ns])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "ferrolb-speaker")
-                // The lab release's (the chart's default memberlist port), not another install's.
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--memberlist-port=7946"))
-        })
 }
 
 /// Probe processes and their spacing: iputils arping takes whole seconds as its interval, so

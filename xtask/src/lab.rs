@@ -308,6 +308,13 @@ fn make_topology(plans: &[NodePlan]) -> anyhow::Result<()> {
                 &["-6", "route", "add", &other.pod_cidr6, "via", &other.lan6],
             )?;
         }
+        // Like any host on a LAN, the node's default gateway is the router: replies to
+        // clients on other networks (the remote client) leave through it.
+        ip(ns, &["route", "add", "default", "via", "192.0.2.1"])?;
+        ip(
+            ns,
+            &["-6", "route", "add", "default", "via", "2001:db8:0:1::1"],
+        )?;
     }
     Ok(())
 }

@@ -80,8 +80,6 @@ pub enum Ineligible {
     NoAdvertisement,
     /// No advertisement covering the pool selects this node.
     NotSelected,
-    /// The Service has no ready endpoint anywhere, so traffic would go nowhere.
-    NoReadyEndpoints,
     /// `externalTrafficPolicy: Local` and no ready endpoint on this node.
     NoLocalEndpoint,
     /// The advertisements name interfaces, and the node has none of them.
@@ -176,10 +174,11 @@ fn check(
     if selecting.is_empty() {
         return Err(Ineligible::NotSelected);
     }
-    if service.nodes_with_ready_endpoints.is_empty() {
-        return Err(Ineligible::NoReadyEndpoints);
-    }
+    // With no ready endpoint anywhere the IP is still announced (from any node, whatever the
+    // policy), so that the forwarder refuses connections at once instead of the client
+    // waiting on ARP/NDP that nobody answers.
     if service.external_traffic_policy == TrafficPolicy::Local
+        && !service.nodes_with_ready_endpoints.is_empty()
         && !service.nodes_with_ready_endpoints.contains(&node.name)
     {
         return Err(Ineligible::NoLocalEndpoint);

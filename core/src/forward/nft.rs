@@ -393,8 +393,14 @@ fn filter_rules(
             .filter(|n| Family::of(n.addr()) == fam)
             .map(|n| n.to_string())
             .collect();
+        // TCP is refused with a reset: ICMP errors are rate-limited per client by the kernel
+        // (icmp_ratelimit), so a refused client that retries would see timeouts instead.
+        let refuse = match proto {
+            Protocol::Tcp => "meta l4proto tcp reject with tcp reset",
+            Protocol::Udp | Protocol::Sctp => "reject with icmpx admin-prohibited",
+        };
         if mine.is_empty() {
-            rules.push("reject with icmpx admin-prohibited".to_string());
+            rules.push(refuse.to_string());
             return rules;
         }
         // One range needs no set; several make an anonymous one (sets are what cost at scale).
@@ -402,10 +408,7 @@ fn filter_rules(
             [one] => one.clone(),
             _ => format!("{{ {} }}", mine.join(", ")),
         };
-        rules.push(format!(
-            "{} saddr != {allowed} reject with icmpx admin-prohibited",
-            fam.ip(),
-        ));
+        rules.push(format!("{} saddr != {allowed} {refuse}", fam.ip()));
     }
     if let Backends::Reject(_) = backends {
         rules.push(match proto {
