@@ -202,7 +202,7 @@ async fn foreign_class_is_left_untouched() {
         json!({"loadBalancerClass": null, "type": "ClusterIP"}),
     )
     .await;
-    env.wait_pool("p", |s| s["assignedIPv4"] == 0).await;
+    env.wait_assigned_v4("p", 0).await;
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn require_dual_stack_with_only_ipv4_is_refused() {
     let svc = env.wait_failed("both", "NoMatchingPool").await;
     assert!(ingress(&svc).is_empty());
     env.wait_event("both", "AllocationFailed", "IPv6").await;
-    env.wait_pool("p", |s| s["assignedIPv4"] == 0).await;
+    env.wait_assigned_v4("p", 0).await;
 }
 
 #[tokio::test]

@@ -300,6 +300,19 @@ impl Env {
         }
     }
 
+    /// Waits until the leader counts `n` assigned IPv4 addresses in pool `short`, in its
+    /// metrics and then in the pool's status. The metrics come first because the lab's own
+    /// release also writes this pool's status (0 assigned; see ADR 0013), so a status of 0
+    /// alone proves nothing.
+    pub async fn wait_assigned_v4(&self, short: &str, n: u32) {
+        let line = format!(
+            "ferrolb_pool_assigned_addresses{{pool=\"{}\",family=\"ipv4\"}} {n}\n",
+            self.pool_name(short)
+        );
+        self.wait_leader_metrics(&line, |m| m.contains(&line)).await;
+        self.wait_pool(short, |s| s["assignedIPv4"] == n).await;
+    }
+
     /// The last lines of each controller pod's log (the lab's kubelet writes them to files).
     pub fn logs(&self) -> String {
         E2E.pods("controller")
