@@ -326,6 +326,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// A pause after replacing the table before measuring through it.
+const SETTLE: Duration = Duration::from_secs(2);
+
 const LOADS: [&str; 3] = ["bulk", "request/response", "connect/request/close"];
 
 fn verdict(ok: bool) -> &'static str {
@@ -369,6 +372,7 @@ fn measure(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         "seconds": args.seconds, "connections": args.connections,
     });
     let mut rows = Vec::new();
+    let mut all_rounds = Vec::new();
     for cmp in comparisons(args) {
         let mut rounds: Vec<(Subject, [Figure; 3])> = Vec::new();
         for round in 0..args.rounds {
@@ -459,16 +463,14 @@ fn measure(bin: &Path, args: &Args) -> anyhow::Result<Value> {
             );
             rows.push(row);
         }
-        out["rounds"] = json!(
-            rounds
-                .iter()
-                .map(|(s, f)| json!({"subject": s.name(),
+        all_rounds.extend(rounds.iter().map(|(s, f)| {
+            json!({"subject": s.name(),
                 "bulk_bps": f[0].rate,
                 "rr": {"per_s": f[1].rate, "p50_us": f[1].p50_us, "p99_us": f[1].p99_us},
-                "crr": {"per_s": f[2].rate, "p50_us": f[2].p50_us, "p99_us": f[2].p99_us}}))
-                .collect::<Vec<_>>()
-        );
+                "crr": {"per_s": f[2].rate, "p50_us": f[2].p50_us, "p99_us": f[2].p99_us}})
+        }));
     }
+    out["rounds"] = json!(all_rounds);
     out["comparisons"] = json!(rows);
     out["scale"] = scale(bin, args)?;
     Ok(out)
@@ -480,8 +482,11 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
     kernel_apply(bin, 1)?;
     let one_before = load(bin, "crr", args)?;
     let rules = kernel_rules(bin, n, args.updates)?;
+    // Replacing a table frees its objects in deferred kernel work; let it finish first.
+    std::thread::sleep(SETTLE);
     let many = load(bin, "crr", args);
     kernel_apply(bin, 1)?;
+    std::thread::sleep(SETTLE);
     let one_after = load(bin, "crr", args)?;
     Subject::Kernel.remove()?;
     let many = many?;
