@@ -22,13 +22,14 @@ use netns::{in_ns, sh};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const VIP: &str = "192.0.2.200";
+const VIP6: &str = "2001:db8:1::200";
 const NODE: &str = "node-fw";
 const BACKEND_PORT: u16 = 8080;
 
@@ -81,63 +82,58 @@ impl Lab {
             sh(&["ip", "netns", "add", ns]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        sh(&[
-            "ip", "-n", &fw, "link", "add", "c", "type", "veth", "peer", "name", "eth0", "netns",
-            &cl,
-        ]);
-        sh(&["ip", "-n", &fw, "addr", "add", "192.0.2.1/24", "dev", "c"]);
-        sh(&[
-            "ip",
-            "-n",
-            &cl,
-            "addr",
-            "add",
-            "192.0.2.2/24",
-            "dev",
-            "eth0",
-        ]);
-        sh(&["ip", "-n", &fw, "link", "set", "c", "up"]);
-        sh(&["ip", "-n", &cl, "link", "set", "eth0", "up"]);
-        for (i, b) in backends.iter().enumerate() {
-            let dev = format!("b{}", i + 1);
-            let net = format!("198.18.{}", i + 1);
-            sh(&[
-                "ip", "-n", &fw, "link", "add", &dev, "type", "veth", "peer", "name", "eth0",
-                "netns", b,
-            ]);
+        for ns in [&fw, &cl] {
+            // No duplicate address detection: link-local addresses usable at once for NDP probes.
             sh(&[
                 "ip",
-                "-n",
-                &fw,
-                "addr",
-                "add",
-                &format!("{net}.1/24"),
-                "dev",
-                &dev,
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                b,
-                "addr",
-                "add",
-                &format!("{net}.2/24"),
-                "dev",
-                "eth0",
-            ]);
-            sh(&["ip", "-n", &fw, "link", "set", &dev, "up"]);
-            sh(&["ip", "-n", b, "link", "set", "eth0", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                b,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{net}.1"),
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.accept_dad=0",
             ]);
         }
+        ip(&fw, "link add c type veth peer name eth0 netns", &cl);
+        ip(&fw, "addr add 192.0.2.1/24 dev c", "");
+        ip(&fw, "addr add 2001:db8:1::1/64 nodad dev c", "");
+        ip(&fw, "link set c up", "");
+        ip(&cl, "addr add 192.0.2.2/24 dev eth0", "");
+        ip(&cl, "addr add 2001:db8:1::2/64 nodad dev eth0", "");
+        ip(&cl, "link set eth0 up", "");
+        for (i, b) in backends.iter().enumerate() {
+            let n = i + 1;
+            ip(
+                &fw,
+                &format!("link add b{n} type veth peer name eth0 netns"),
+                b,
+            );
+            ip(&fw, &format!("addr add 198.18.{n}.1/24 dev b{n}"), "");
+            ip(
+                &fw,
+                &format!("addr add 2001:db8:b{n}::1/64 nodad dev b{n}"),
+                "",
+            );
+            ip(&fw, &format!("link set b{n} up"), "");
+            ip(b, &format!("addr add 198.18.{n}.2/24 dev eth0"), "");
+            ip(
+                b,
+                &format!("addr add 2001:db8:b{n}::2/64 nodad dev eth0"),
+                "",
+            );
+            ip(b, "link set eth0 up", "");
+            ip(b, &format!("route add default via 198.18.{n}.1"), "");
+            ip(b, &format!("-6 route add default via 2001:db8:b{n}::1"), "");
+        }
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &fw,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
         let seen = Arc::new(Mutex::new(Vec::new()));
         // b3 listens nowhere: connections to it are refused.
         backend(&backends[0], "b1", proxy_header, seen.clone());
@@ -173,7 +169,7 @@ impl Lab {
 
     /// Serves what `services` and `slices` ask of the userspace path (as the runner does).
     fn apply(&self, services: Vec<Service>, slices: Vec<EndpointSlice>) -> Vec<Frontend> {
-        let announced = BTreeSet::from([VIP.parse::<IpAddr>().unwrap()]);
+        let announced = BTreeSet::from([VIP.parse().unwrap(), VIP6.parse().unwrap()]);
         let (wanted, _notes) = userspace_frontends(&announced, &services, &slices, NODE);
         self.apply_frontends(wanted)
     }
@@ -200,25 +196,25 @@ impl Lab {
         self.seen.lock().unwrap().clone()
     }
 
-    /// Plays the speaker's ARP reply: the client learns the VIP at the proxy node's MAC.
+    /// Plays the speaker's ARP and NDP replies: the client learns the VIPs at the node's MAC.
     fn learn_vip(&self) {
         let link = sh(&["ip", "-n", &self.fw, "-br", "link", "show", "c"]);
         let mac = link.split_whitespace().nth(2).expect("mac").to_string();
-        sh(&[
-            "ip",
-            "-n",
-            &self.cl,
-            "neigh",
-            "replace",
-            VIP,
-            "lladdr",
-            &mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ]);
+        for vip in [VIP, VIP6] {
+            let args = format!("neigh replace {vip} lladdr {mac} dev eth0 nud permanent");
+            ip(&self.cl, &args, "");
+        }
     }
+}
+
+/// `ip -n <ns> <args…> [last]`, the words of `args` split at spaces.
+fn ip(ns: &str, args: &str, last: &str) {
+    let mut argv = vec!["ip", "-n", ns];
+    argv.extend(args.split(' '));
+    if !last.is_empty() {
+        argv.push(last);
+    }
+    sh(&argv);
 }
 
 /// A Service `name` on the VIP, port 80, with `annotations`.
@@ -258,13 +254,34 @@ fn slice(name: &str, endpoints: &[(&str, bool, bool)]) -> EndpointSlice {
 /// naming the backend; `stream <n>` gets n KiB slowly; anything else gets the backend's name and
 /// is then echoed until the client closes (so the client closes first, as in churn).
 fn backend(ns: &str, tag: &'static str, proxy_header: bool, seen: Arc<Mutex<Vec<Seen>>>) {
-    let listener = in_ns(ns, || {
-        TcpListener::bind(("0.0.0.0", BACKEND_PORT)).expect("bind")
+    let (listener, udp) = in_ns(ns, || {
+        (
+            TcpListener::bind(("::", BACKEND_PORT)).expect("bind"),
+            UdpSocket::bind(("::", BACKEND_PORT)).expect("bind udp"),
+        )
     });
+    let udp_seen = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let seen = seen.clone();
             std::thread::spawn(move || serve_backend(conn, tag, proxy_header, seen));
+        }
+    });
+    // UDP: answers every datagram with the tag and what followed a PROXY v2 header, if any.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            let (header, body) = match proxy_protocol::decode(&buf[..n]) {
+                Ok((h, used)) if proxy_header => (Some(h), &buf[used..n]),
+                _ => (None, &buf[..n]),
+            };
+            udp_seen.lock().unwrap().push(Seen {
+                backend: tag,
+                header,
+            });
+            let mut answer = format!("{tag} ").into_bytes();
+            answer.extend_from_slice(body);
+            let _ = udp.send_to(&answer, peer);
         }
     });
 }
@@ -717,4 +734,128 @@ fn stop_removes_table_rules_and_routes_and_a_restart_reconciles() {
     assert!(!tables.contains("ferrolb-proxy"), "{tables}");
     assert!(!rules.contains("2046"), "{rules}");
     assert!(routes.trim().is_empty(), "{routes}");
+}
+
+#[test]
+fn ipv6_vip_gets_no_kernel_ndp_answer_and_reaches_every_backend() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": "web6",
+                     "annotations": {"ferrolb.io/forwarding": "userspace"}},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": 80}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": VIP6}]}}
+    }))
+    .unwrap();
+    let mut sl = slice(
+        "web6",
+        &[
+            ("2001:db8:b1::2", true, false),
+            ("2001:db8:b2::2", true, false),
+        ],
+    );
+    sl.address_type = "IPv6".into();
+    let fe = lab.apply(vec![svc], vec![sl]);
+    assert_eq!(fe.len(), 1, "{fe:?}");
+    let ndisc = |target: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &lab.cl, "ndisc6", "-q", "-r", "2", "-w", "500", target, "eth0",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // The node's own address is answered once the link is up: the probe works.
+    let start = Instant::now();
+    while !ndisc("2001:db8:1::1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no NDP answer from the node"
+        );
+    }
+    assert!(!ndisc(VIP6), "the kernel answered NDP for the VIP");
+    lab.learn_vip();
+    let to = SocketAddr::new(VIP6.parse().unwrap(), 80);
+    let names: BTreeSet<String> = in_ns(&lab.cl, move || {
+        (0..10)
+            .map(|_| hello(to).expect("hello over IPv6"))
+            .collect()
+    });
+    assert_eq!(
+        names,
+        BTreeSet::from(["b1\n".to_string(), "b2\n".to_string()])
+    );
+}
+
+/// UDP through the VIP: every flow (client socket) gets answers from the VIP:port, flows are
+/// balanced over both backends, and with `proxy-protocol: v2` each datagram carries the header.
+#[test]
+fn udp_flows_are_balanced_and_answered_from_the_vip() {
+    let lab = Lab::new(ProxySettings::default(), true);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": "dns",
+                     "annotations": {"ferrolb.io/forwarding": "userspace",
+                                     "ferrolb.io/proxy-protocol": "v2"}},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "web", "port": 53, "protocol": "UDP"}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": VIP}]}}
+    }))
+    .unwrap();
+    let fe = lab.apply(
+        vec![svc],
+        vec![slice(
+            "dns",
+            &[("198.18.1.2", true, false), ("198.18.2.2", true, false)],
+        )],
+    );
+    assert_eq!(fe.len(), 1, "{fe:?}");
+    lab.learn_vip();
+    let answers: Vec<String> = in_ns(&lab.cl, || {
+        (0..6)
+            .map(|i| {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                // Connected: only datagrams from the VIP:port are received.
+                s.connect(vip(53)).unwrap();
+                let mut out = String::new();
+                for n in 0..2 {
+                    s.send(format!("q{i}.{n}").as_bytes()).unwrap();
+                    let mut buf = [0u8; 512];
+                    let got = s.recv(&mut buf).expect("an answer from the VIP");
+                    out += &String::from_utf8_lossy(&buf[..got]);
+                    out += ";";
+                }
+                out
+            })
+            .collect()
+    });
+    let mut backends = BTreeSet::new();
+    for (i, a) in answers.iter().enumerate() {
+        let tag = &a[..2];
+        assert_eq!(
+            *a,
+            format!("{tag} q{i}.0;{tag} q{i}.1;"),
+            "one flow, one backend"
+        );
+        backends.insert(tag.to_string());
+    }
+    assert_eq!(
+        backends,
+        BTreeSet::from(["b1".to_string(), "b2".to_string()])
+    );
+    let seen = lab.seen();
+    assert_eq!(seen.len(), 12);
+    for s in &seen {
+        let Some(Header::Proxy {
+            source,
+            destination,
+            ..
+        }) = s.header
+        else {
+            panic!("a datagram without a PROXY v2 header: {s:?}");
+        };
+        assert_eq!(source.ip(), "192.0.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(destination, vip(53));
+    }
+    assert_eq!(lab.metrics.forwarded("default", "dns"), 6);
 }

@@ -11,6 +11,7 @@ pub mod intercept;
 mod metrics;
 mod proxy;
 mod runner;
+mod udp;
 
 pub use annotations::{BadAnnotation, PROXY_PROTOCOL_ANNOTATION, Selection, selection};
 pub use health::Backoff;

@@ -35,6 +35,8 @@ pub struct ProxySettings {
     pub source_ports: RangeInclusive<u16>,
     /// The accept backlog of each listener.
     pub backlog: i32,
+    /// A UDP flow (client address) without a datagram from its backend this long ends.
+    pub udp_idle: Duration,
 }
 
 impl Default for ProxySettings {
@@ -45,6 +47,7 @@ impl Default for ProxySettings {
             backoff: Backoff::default(),
             source_ports: 61_000..=65_535,
             backlog: 4096,
+            udp_idle: Duration::from_secs(30),
         }
     }
 }
@@ -64,15 +67,22 @@ pub struct ProxyFrontend {
 
 /// What the connection tasks read, swapped whole on every change.
 #[derive(Debug)]
-struct View {
-    fe: ProxyFrontend,
+pub(super) struct View {
+    pub(super) fe: ProxyFrontend,
 }
 
 #[derive(Debug)]
-struct FrontendShared {
-    labels: ServiceLabels,
-    view: RwLock<Arc<View>>,
-    next: AtomicUsize,
+pub(super) struct FrontendShared {
+    pub(super) labels: ServiceLabels,
+    pub(super) view: RwLock<Arc<View>>,
+    pub(super) next: AtomicUsize,
+}
+
+impl FrontendShared {
+    /// The frontend's configuration as of now.
+    pub(super) fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 #[derive(Debug)]
@@ -83,13 +93,13 @@ struct Running {
 
 /// State every connection shares.
 #[derive(Debug)]
-struct Common {
-    settings: ProxySettings,
-    health: Health,
-    metrics: UserspaceMetrics,
+pub(super) struct Common {
+    pub(super) settings: ProxySettings,
+    pub(super) health: Health,
+    pub(super) metrics: UserspaceMetrics,
     ports: AtomicU32,
-    stop: watch::Receiver<bool>,
-    live: AtomicUsize,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) live: AtomicUsize,
 }
 
 /// The running proxy: frontends by VIP:port. Must be used inside a tokio runtime.
@@ -118,7 +128,7 @@ impl TcpProxy {
         }
     }
 
-    /// Serves exactly `wanted` (TCP frontends; others are ignored): new listeners bound, changed
+    /// Serves exactly `wanted` (TCP and UDP frontends; SCTP ones are ignored): new listeners bound, changed
     /// backends swapped in for new connections, removed frontends' listeners closed while their
     /// connections run on. Returns the frontends that have a listener; a frontend whose bind
     /// fails is logged and left out (retried on the next call).
@@ -132,7 +142,7 @@ impl TcpProxy {
             keep
         });
         for (f, pf) in wanted {
-            if f.protocol != Protocol::Tcp {
+            if f.protocol == Protocol::Sctp {
                 continue;
             }
             if let Some(r) = self.frontends.get(f) {
@@ -142,8 +152,13 @@ impl TcpProxy {
                 }
                 continue;
             }
-            match listen(SocketAddr::new(f.vip, f.port), self.common.settings.backlog) {
-                Ok(listener) => {
+            let addr = SocketAddr::new(f.vip, f.port);
+            let bound = match f.protocol {
+                Protocol::Udp => super::udp::bind(addr).map(Bound::Udp),
+                _ => listen(addr, self.common.settings.backlog).map(Bound::Tcp),
+            };
+            match bound {
+                Ok(bound) => {
                     let shared = Arc::new(FrontendShared {
                         labels: ServiceLabels {
                             namespace: pf.key.namespace.clone(),
@@ -152,8 +167,11 @@ impl TcpProxy {
                         view: RwLock::new(Arc::new(View { fe: pf.clone() })),
                         next: AtomicUsize::new(0),
                     });
-                    let accept =
-                        tokio::spawn(accept_loop(listener, shared.clone(), self.common.clone()));
+                    let (fe, common) = (shared.clone(), self.common.clone());
+                    let accept = match bound {
+                        Bound::Tcp(l) => tokio::spawn(accept_loop(l, fe, common)),
+                        Bound::Udp(u) => tokio::spawn(super::udp::serve(u, fe, common)),
+                    };
                     info!(service = %pf.key, vip = %f.vip, port = f.port, "userspace frontend listening");
                     self.frontends.insert(*f, Running { shared, accept });
                 }
@@ -203,15 +221,33 @@ impl Drop for TcpProxy {
     }
 }
 
+/// A frontend's socket.
+enum Bound {
+    Tcp(TcpListener),
+    Udp(tokio::net::UdpSocket),
+}
+
 /// A listener on a VIP that is no local address: IP_TRANSPARENT lets it bind, and TPROXY
 /// delivers the VIP's packets to it.
 fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let s = transparent(addr, Type::STREAM, socket2::Protocol::TCP)?;
+    s.listen(backlog)?;
+    TcpListener::from_std(s.into())
+}
+
+/// A non-blocking socket bound to `addr` with IP_TRANSPARENT, which lets it bind a VIP that is
+/// no local address (IPv6 sockets are IPv6-only).
+pub(super) fn transparent(
+    addr: SocketAddr,
+    ty: Type,
+    proto: socket2::Protocol,
+) -> io::Result<Socket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
-    let s = Socket::new(domain, Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let s = Socket::new(domain, ty, Some(proto))?;
     if addr.is_ipv4() {
         s.set_ip_transparent_v4(true)?;
     } else {
@@ -221,8 +257,7 @@ fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    s.listen(backlog)?;
-    TcpListener::from_std(s.into())
+    Ok(s)
 }
 
 async fn accept_loop(listener: TcpListener, fe: Arc<FrontendShared>, common: Arc<Common>) {
@@ -258,13 +293,10 @@ async fn serve(client: TcpStream, peer: SocketAddr, fe: Arc<FrontendShared>, com
     common.live.fetch_add(1, Ordering::Relaxed);
     let _live = LiveGuard(&common.live);
     let m = &common.metrics;
-    let view = fe.view.read().unwrap_or_else(|e| e.into_inner()).clone();
-    if let AllowedSources::Only(nets) = &view.fe.allowed {
-        let src = canonical(peer.ip());
-        if !nets.iter().any(|n| n.contains(&src)) {
-            m.connection(&fe.labels, "refused_source");
-            return refuse(client);
-        }
+    let view = fe.view();
+    if !admits(&view.fe.allowed, peer.ip()) {
+        m.connection(&fe.labels, "refused_source");
+        return refuse(client);
     }
     let backends = match &view.fe.backends {
         Backends::Forward { backends, .. } => backends,
@@ -334,16 +366,21 @@ async fn serve(client: TcpStream, peer: SocketAddr, fe: Arc<FrontendShared>, com
     active.dec();
 }
 
-/// An IPv4 client on a dual-stack socket appears as `::ffff:a.b.c.d`; source ranges are IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
+/// Whether `loadBalancerSourceRanges` let `ip` in (an IPv4 client on a dual-stack socket
+/// appears as `::ffff:a.b.c.d`; ranges are written as IPv4).
+pub(super) fn admits(allowed: &AllowedSources, ip: IpAddr) -> bool {
+    let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,
+    };
+    match allowed {
+        AllowedSources::Any => true,
+        AllowedSources::Only(nets) => nets.iter().any(|n| n.contains(&ip)),
     }
 }
 
 /// Failures that say the endpoint does not take connections (as opposed to a local problem).
-fn ejects(e: &io::Error) -> bool {
+pub(super) fn ejects(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused

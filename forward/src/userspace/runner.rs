@@ -75,10 +75,10 @@ pub fn userspace_frontends<'a>(
     let converted = forward_inputs(announced, ForwardingPath::Userspace, userspace, slices);
     let mut inputs = Vec::new();
     for c in converted {
-        if c.service.ports.iter().any(|p| p.protocol != Protocol::Tcp) {
+        if c.service.ports.iter().any(|p| p.protocol == Protocol::Sctp) {
             notes.push((
                 c.service.key.clone(),
-                "the userspace path forwards TCP only; the Service's UDP and SCTP ports are not forwarded".into(),
+                "the userspace path forwards TCP and UDP; the Service's SCTP ports are not forwarded".into(),
             ));
         }
         inputs.push(c.service);
@@ -94,7 +94,7 @@ pub fn userspace_frontends<'a>(
     for (key, sp) in planned.plan.services {
         let pp = chosen.get(&key).copied().flatten();
         for (f, backends) in sp.frontends {
-            if f.protocol == Protocol::Tcp {
+            if f.protocol != Protocol::Sctp {
                 out.insert(
                     f,
                     ProxyFrontend {

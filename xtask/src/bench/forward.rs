@@ -28,6 +28,9 @@ use serde_json::{Value, json};
 use super::write_json;
 use crate::run;
 
+#[path = "forward_userspace.rs"]
+mod userspace;
+
 /// Options of `cargo xtask bench forward`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,6 +49,9 @@ pub struct Args {
     /// One-Service updates timed with `--services` present.
     #[arg(long, default_value_t = 50)]
     updates: u32,
+    /// Also the userspace path, against the baseline and HAProxy (forward_userspace.rs).
+    #[arg(long)]
+    userspace: bool,
 }
 
 const CLIENT: &str = "ferrolb-fwdbench-client";
@@ -65,6 +71,10 @@ enum Subject {
     Kernel,
     /// A hand-written nftables DNAT doing the same (random pick of two backends, masquerade).
     NftBaseline,
+    /// FerroLB's userspace path (TPROXY + `TcpProxy`).
+    Userspace,
+    /// HAProxy in TCP mode behind the same interception.
+    Haproxy,
 }
 
 impl Subject {
@@ -72,6 +82,8 @@ impl Subject {
         match self {
             Subject::Kernel => "ferrolb kernel",
             Subject::NftBaseline => "nft DNAT baseline",
+            Subject::Userspace => "ferrolb userspace",
+            Subject::Haproxy => "haproxy tcp",
         }
     }
 
@@ -79,6 +91,7 @@ impl Subject {
         match self {
             Subject::Kernel => kernel_apply(bin, 1).map(drop),
             Subject::NftBaseline => nft(&baseline_rules()),
+            Subject::Userspace | Subject::Haproxy => userspace::install(self, bin),
         }
     }
 
@@ -86,6 +99,7 @@ impl Subject {
         let table = match self {
             Subject::Kernel => format!("inet {FERROLB_TABLE}"),
             Subject::NftBaseline => format!("ip {BASELINE_TABLE}"),
+            Subject::Userspace | Subject::Haproxy => return userspace::remove(self),
         };
         nft(&format!("add table {table}\ndelete table {table}\n"))
     }
@@ -102,13 +116,17 @@ struct Comparison {
 }
 
 /// The comparisons this invocation runs.
-fn comparisons(_args: &Args) -> Vec<Comparison> {
-    vec![Comparison {
+fn comparisons(args: &Args) -> Vec<Comparison> {
+    let mut v = vec![Comparison {
         ours: Subject::Kernel,
         baseline: Subject::NftBaseline,
         min_ratio: [0.95, 0.95, 0.95],
         max_added_p99_us: 5.0,
-    }]
+    }];
+    if args.userspace {
+        v.extend(userspace::comparisons());
+    }
+    v
 }
 
 /// The baseline: what an operator would write by hand for the same Service.
@@ -349,6 +367,8 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         "ferrolb-forward",
         "--example",
         "fwdbench",
+        "--example",
+        "userspace_proxy",
     ]))?;
     let bin: PathBuf = root.join("target/release/examples/fwdbench");
     setup()?;
