@@ -4,7 +4,7 @@
 # from the Go module proxy by `cargo xtask controlplane build`.
 set -euo pipefail
 
-packages=(iproute2 nftables iputils-ping iputils-arping ndisc6 tcpdump curl gobgpd bird2 frr iperf3 conntrack)
+packages=(iproute2 nftables iputils-ping iputils-arping ndisc6 tcpdump curl gobgpd bird2 frr iperf3 conntrack haproxy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
