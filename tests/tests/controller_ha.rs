@@ -1,7 +1,7 @@
 //! Restarts and failover of FerroLB's controller as the chart installs it
 //! (`controller_support::E2E`: 2 replicas, one leader by a Lease): the Services' status is the
 //! only record, so a restart must not move any IP, and the second replica must take over
-//! within the Lease's 15 s when the leader's process is killed.
+//! within 15 s (the goal; the Lease is 10 s) when the leader stops.
 //!
 //! Both tests restart or kill the release's pods, so they take turns (`ONE_AT_A_TIME`).
 //! Addresses: 2001:db8:0:1::1:0/120 (restart, 256 IPv6) and 192.0.2.148-192.0.2.151 (failover).
@@ -104,7 +104,7 @@ async fn second_replica_takes_over_within_15s_of_a_leader_kill() {
     );
 
     // A hung leader (SIGSTOP: alive, no renewals, not restarted): only the other replica can
-    // take over, which it must within the Lease's 15 s.
+    // take over, which it must within 15 s (the Lease's 10 s and a 1 s check).
     let leader = env.lease_holder().await.expect("a leader");
     let follower = controller_support::E2E
         .pods("controller")
@@ -157,8 +157,8 @@ async fn second_replica_takes_over_within_15s_of_a_leader_kill() {
     assert_eq!(ingress(&env.get("before").await)[0].0, "192.0.2.148");
 }
 
-/// Waits (at most 17 s: the Lease's 15 s, renewed every 2 s and checked every 1 s, plus the
-/// write) until Service `name` has an IP;
+/// Waits (at most 17 s: the 15 s goal, with slack for a loaded machine; the Lease is 10 s,
+/// checked every 1 s) until Service `name` has an IP;
 /// how long after `since` it came, and the Lease holder then.
 async fn wait_for_ip(env: &Env, name: &str, since: Instant) -> (Duration, Option<String>) {
     loop {
