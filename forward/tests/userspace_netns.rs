@@ -859,3 +859,91 @@ fn udp_flows_are_balanced_and_answered_from_the_vip() {
     }
     assert_eq!(lab.metrics.forwarded("default", "dns"), 6);
 }
+
+/// The speaker's loop on real stores: it removes what an earlier run left, serves only the
+/// annotated Service, and on stop removes the table, the rules and the routes.
+#[test]
+fn runner_serves_annotated_services_and_cleans_up_on_stop() {
+    use ferrolb_core::forward::Protocol;
+    use ferrolb_forward::RunInputs;
+    use ferrolb_forward::userspace::{UserspaceSettings, run_userspace};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    let lab = Lab::new(ProxySettings::default(), false);
+    let stale = BTreeSet::from([(VIP.parse().unwrap(), Protocol::Tcp, 9999)]);
+    in_ns(&lab.fw, move || {
+        Interceptor::new(InterceptConfig::default())
+            .apply(&stale)
+            .expect("leftover")
+    });
+    let mut services = Writer::<Service>::default();
+    let mut slices = Writer::<EndpointSlice>::default();
+    let (svc_store, slice_store) = (services.as_reader(), slices.as_reader());
+    services.apply_watcher_event(&Event::Init);
+    services.apply_watcher_event(&Event::InitApply(userspace("web")));
+    services.apply_watcher_event(&Event::InitApply(service("kernel", json!({}))));
+    services.apply_watcher_event(&Event::InitDone);
+    slices.apply_watcher_event(&Event::Init);
+    for name in ["web", "kernel"] {
+        let sl = slice(name, &[("198.18.1.2", true, false)]);
+        slices.apply_watcher_event(&Event::InitApply(sl));
+    }
+    slices.apply_watcher_event(&Event::InitDone);
+    let (_announced_tx, announced) =
+        tokio::sync::watch::channel(BTreeMap::from([(VIP.parse::<IpAddr>().unwrap(), ())]));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let settings = UserspaceSettings {
+        poll: Duration::from_millis(100),
+        stop_grace: Duration::from_millis(200),
+        ..UserspaceSettings::new(NODE)
+    };
+    let metrics = lab.metrics.clone();
+    let handle = lab.rt.handle().clone();
+    let task = in_ns(&lab.fw, move || {
+        let inputs = RunInputs {
+            announced,
+            services: svc_store,
+            slices: slice_store,
+            changed: None,
+        };
+        handle.spawn(run_userspace(inputs, settings, metrics, async {
+            let _ = stop_rx.await;
+        }))
+    });
+    lab.learn_vip();
+    let start = Instant::now();
+    while curl(&lab).as_deref() != Ok("b1") {
+        assert!(start.elapsed() < Duration::from_secs(10), "never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ruleset = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.fw,
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "ferrolb-proxy",
+    ]);
+    assert_eq!(
+        ruleset.matches("tproxy").count(),
+        1,
+        "only web:80: {ruleset}"
+    );
+    assert!(
+        ruleset.contains("dport 80 ") && !ruleset.contains("9999"),
+        "{ruleset}"
+    );
+    stop_tx.send(()).unwrap();
+    lab.rt.block_on(task).expect("runner");
+    let tables = sh(&["ip", "netns", "exec", &lab.fw, "nft", "list", "tables"]);
+    assert!(!tables.contains("ferrolb-proxy"), "{tables}");
+    let rules = sh(&["ip", "-n", &lab.fw, "rule", "show"]);
+    assert!(!rules.contains("2046"), "{rules}");
+    let routes = sh(&["ip", "-n", &lab.fw, "route", "show", "table", "2046"]);
+    assert!(routes.trim().is_empty(), "{routes}");
+    assert!(curl(&lab).is_err(), "nothing serves the VIP after stop");
+}
