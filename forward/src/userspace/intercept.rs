@@ -54,8 +54,8 @@ pub fn render(cfg: &InterceptConfig, frontends: &BTreeSet<Intercepted>) -> Strin
             IpAddr::V4(_) => ("ip", SocketAddr::new(*vip, *port).to_string()),
             IpAddr::V6(_) => ("ip6", SocketAddr::new(*vip, *port).to_string()),
         };
-        // Mark first: without a listener the packet is still delivered locally and refused
-        // (TCP RST / ICMP port unreachable) instead of being routed on.
+        // Mark first: a packet that finds no listener is delivered locally (and dropped)
+        // instead of being routed on. Only frontends with a listener get a rule.
         let _ = writeln!(
             s,
             "    {fam} daddr {vip} {p} dport {port} meta mark set meta mark | {:#x} tproxy {fam} to {dst} accept",

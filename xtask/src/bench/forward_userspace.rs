@@ -131,10 +131,11 @@ pub(super) fn remove(subject: Subject) -> anyhow::Result<()> {
     run::status(ip_netns(NODE).arg(helper).arg("remove"))
 }
 
-/// HAProxy in TCP mode for the same two ports and backends, round robin like FerroLB.
+/// HAProxy in TCP mode for the same two ports and backends, round robin like FerroLB
+/// (`maxconn` within what the FD limit allows: HAProxy refuses to start above it).
 fn haproxy_config() -> String {
     let mut s = format!(
-        "global\n  nbthread {THREADS}\n  maxconn 200000\n\
+        "global\n  nbthread {THREADS}\n  maxconn 8000\n\
          defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n"
     );
     for port in [IPERF_PORT, ECHO_PORT] {
