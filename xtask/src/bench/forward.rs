@@ -537,12 +537,17 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         verdict(p99 < 50.0)
     );
     println!(
+        "CPU of nft/conntrack  full {} ms, update mean {} ms (wall above includes waiting for a CPU)",
+        rules["full_cpu_ms"], rules["update_cpu_ms_mean"]
+    );
+    println!(
         "connect/request/close {:.0}/s vs {one:.0}/s with one Service: {ratio:.3}  goal >= 0.9  {}",
         many.rate,
         verdict(ratio >= 0.9)
     );
     Ok(json!({
         "services": n, "full_ms": full_ms, "full_bytes": rules["full_bytes"],
+        "full_cpu_ms": rules["full_cpu_ms"], "update_cpu_ms_mean": rules["update_cpu_ms_mean"],
         "update_ms": {"p50": p50, "p99": p99, "all": upd},
         "crr_per_s": {"one_before": one_before.rate, "one_after": one_after.rate, "many": many.rate,
             "ratio": ratio, "many_p99_us": many.p99_us, "one_p99_us": (one_before.p99_us + one_after.p99_us) / 2.0},
