@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::Announced;
+use crate::linger::{FORWARD_LINGER, Linger};
 use crate::membership::Membership;
 use crate::metrics::SpeakerMetrics;
 use crate::report::{Report, Takeover};
@@ -102,6 +103,8 @@ struct State {
     no_interface: BTreeMap<IpAddr, Ineligible>,
     metrics: SpeakerMetrics,
     out: Outputs,
+    /// What the forwarder carries: the announced IPs and those given up a moment ago.
+    linger: Linger,
 }
 
 /// Runs until `stop` fires, then leaves the membership, keeps answering for
@@ -159,6 +162,7 @@ pub async fn run(
         no_interface: BTreeMap::new(),
         metrics,
         out,
+        linger: Linger::new(FORWARD_LINGER),
     };
     let mut known_seeds = seeds;
     let mut iface_tick = tokio::time::interval(INTERFACE_POLL);
@@ -175,6 +179,7 @@ pub async fn run(
             dirty = false;
         }
         let next = st.poll_gratuitous();
+        let linger_ends = st.linger.next_expiry();
         tokio::select! {
             _ = stores.changed.notified() => dirty = true,
             r = live.changed() => { if r.is_err() { break } dirty = true; }
@@ -183,6 +188,7 @@ pub async fn run(
                 if now != st.interfaces { dirty = true; }
             }
             _ = sleep_until_opt(next) => {}
+            _ = sleep_until_opt(linger_ends) => dirty = true,
             _ = &mut stop => break,
         }
     }
@@ -336,9 +342,10 @@ impl State {
             .iter()
             .filter_map(|(ip, a)| a.services.iter().next().map(|k| (*ip, k.clone())))
             .collect();
+        let forward = self.linger.update(announced, now);
         self.out.announced.send_if_modified(|cur| {
-            let differs = *cur != announced;
-            *cur = announced;
+            let differs = *cur != forward;
+            *cur = forward;
             differs
         });
         self.publish_reports(&uids);

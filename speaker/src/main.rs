@@ -2,6 +2,7 @@
 //! NDP for the IPs this node owns (see docs/decisions/0008 and 0012).
 
 mod announcer;
+mod linger;
 mod membership;
 mod metrics;
 mod report;

@@ -451,9 +451,14 @@ fn requests_keep_flowing_when_the_owners_speaker_is_killed() {
         }
         _ => Some(Duration::ZERO),
     };
+    let failed_at: Vec<Duration> = after
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(at, _)| at.duration_since(killed))
+        .collect();
     eprintln!(
-        "SIGKILL of {owner}'s speaker under load: {} requests after the kill, {failed} failed, \
-         gap {gap:?}",
+        "SIGKILL of {owner}'s speaker under load: {} requests after the kill, {failed} failed \
+         (started at {failed_at:?} after the kill), gap {gap:?}",
         after.len()
     );
     let gap = gap.expect("requests through the VIP never recovered after the kill");
