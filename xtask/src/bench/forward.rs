@@ -371,6 +371,8 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         "userspace_proxy",
     ]))?;
     let bin: PathBuf = root.join("target/release/examples/fwdbench");
+    // The namespaces have fixed names: a second run would tear down the first's.
+    let _lock = exclusive(root)?;
     setup()?;
     let result = start_servers(&bin).and_then(|servers| {
         let r = measure(&bin, &args);
@@ -382,6 +384,21 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let path = write_json(root, "forward", &report)?;
     println!("figures: {}", path.display());
     Ok(())
+}
+
+/// Holds `target/bench/forward.lock` (waiting while another run holds it) until dropped.
+fn exclusive(root: &Path) -> anyhow::Result<std::fs::File> {
+    let path = super::out_path(root, "forward").with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!("another bench forward holds {}; waiting", path.display());
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 fn measure(bin: &Path, args: &Args) -> anyhow::Result<Value> {
@@ -552,4 +569,24 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         "crr_per_s": {"one_before": one_before.rate, "one_after": one_after.rate, "many": many.rate,
             "ratio": ratio, "many_p99_us": many.p99_us, "one_p99_us": (one_before.p99_us + one_after.p99_us) / 2.0},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_run_at_a_time() {
+        let root = std::env::temp_dir().join(format!("fwdbench-lock-{}", std::process::id()));
+        let first = exclusive(&root).unwrap();
+        let path = root.join("target/bench/forward.lock");
+        let second = std::fs::File::open(&path).unwrap();
+        assert!(second.try_lock().is_err(), "a second run must wait");
+        drop(first);
+        assert!(
+            second.try_lock().is_ok(),
+            "the lock is released with the first run"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
