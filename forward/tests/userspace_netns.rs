@@ -10,14 +10,18 @@
 
 mod netns;
 
-use ferrolb_core::forward::Frontend;
+use ferrolb_core::forward::{Frontend, Protocol};
 use ferrolb_core::proxy_protocol::{self, Header};
+use ferrolb_forward::RunInputs;
 use ferrolb_forward::userspace::{
     InterceptConfig, Interceptor, ProxyFrontend, ProxySettings, TcpProxy, UserspaceMetrics,
     userspace_frontends,
 };
+use ferrolb_forward::userspace::{UserspaceSettings, run_userspace};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
 use netns::{in_ns, sh};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -860,46 +864,45 @@ fn udp_flows_are_balanced_and_answered_from_the_vip() {
     assert_eq!(lab.metrics.forwarded("default", "dns"), 6);
 }
 
-/// The speaker's loop on real stores: it removes what an earlier run left, serves only the
-/// annotated Service, and on stop removes the table, the rules and the routes.
-#[test]
-fn runner_serves_annotated_services_and_cleans_up_on_stop() {
-    use ferrolb_core::forward::Protocol;
-    use ferrolb_forward::RunInputs;
-    use ferrolb_forward::userspace::{UserspaceSettings, run_userspace};
-    use kube::runtime::reflector::store::Writer;
-    use kube::runtime::watcher::Event;
-
-    let lab = Lab::new(ProxySettings::default(), false);
+/// What a crashed earlier run leaves: the interception of a frontend nobody serves (port 9999).
+fn leave_leftovers(lab: &Lab) {
     let stale = BTreeSet::from([(VIP.parse().unwrap(), Protocol::Tcp, 9999)]);
     in_ns(&lab.fw, move || {
         Interceptor::new(InterceptConfig::default())
             .apply(&stale)
             .expect("leftover")
     });
-    let mut services = Writer::<Service>::default();
-    let mut slices = Writer::<EndpointSlice>::default();
-    let (svc_store, slice_store) = (services.as_reader(), slices.as_reader());
-    services.apply_watcher_event(&Event::Init);
-    services.apply_watcher_event(&Event::InitApply(userspace("web")));
-    services.apply_watcher_event(&Event::InitApply(service("kernel", json!({}))));
-    services.apply_watcher_event(&Event::InitDone);
-    slices.apply_watcher_event(&Event::Init);
-    for name in ["web", "kernel"] {
-        let sl = slice(name, &[("198.18.1.2", true, false)]);
-        slices.apply_watcher_event(&Event::InitApply(sl));
+}
+
+/// Starts the speaker's userspace loop in the proxy namespace on stores holding `services` and
+/// `slices`, with the VIP announced; the task and the sender that stops it.
+fn spawn_runner(
+    lab: &Lab,
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+    settings: UserspaceSettings,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let mut svc_writer = Writer::<Service>::default();
+    let mut slice_writer = Writer::<EndpointSlice>::default();
+    let (svc_store, slice_store) = (svc_writer.as_reader(), slice_writer.as_reader());
+    svc_writer.apply_watcher_event(&Event::Init);
+    for s in services {
+        svc_writer.apply_watcher_event(&Event::InitApply(s));
     }
-    slices.apply_watcher_event(&Event::InitDone);
-    let (_announced_tx, announced) =
-        tokio::sync::watch::channel(BTreeMap::from([(VIP.parse::<IpAddr>().unwrap(), ())]));
+    svc_writer.apply_watcher_event(&Event::InitDone);
+    slice_writer.apply_watcher_event(&Event::Init);
+    for s in slices {
+        slice_writer.apply_watcher_event(&Event::InitApply(s));
+    }
+    slice_writer.apply_watcher_event(&Event::InitDone);
+    let announced = BTreeMap::from([(VIP.parse::<IpAddr>().unwrap(), ())]);
+    // The sender is dropped here: the loop keeps the last announced IPs.
+    let (_, announced) = tokio::sync::watch::channel(announced);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let settings = UserspaceSettings {
-        poll: Duration::from_millis(100),
-        stop_grace: Duration::from_millis(200),
-        ..UserspaceSettings::new(NODE)
-    };
-    let metrics = lab.metrics.clone();
-    let handle = lab.rt.handle().clone();
+    let (metrics, handle) = (lab.metrics.clone(), lab.rt.handle().clone());
     let task = in_ns(&lab.fw, move || {
         let inputs = RunInputs {
             announced,
@@ -911,6 +914,27 @@ fn runner_serves_annotated_services_and_cleans_up_on_stop() {
             let _ = stop_rx.await;
         }))
     });
+    (task, stop_tx)
+}
+
+/// The speaker's loop on real stores: it removes what an earlier run left, serves only the
+/// annotated Service, and on stop removes the table, the rules and the routes.
+#[test]
+fn runner_serves_annotated_services_and_cleans_up_on_stop() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    leave_leftovers(&lab);
+    let slices = ["web", "kernel"].map(|n| slice(n, &[("198.18.1.2", true, false)]));
+    let settings = UserspaceSettings {
+        poll: Duration::from_millis(100),
+        stop_grace: Duration::from_millis(200),
+        ..UserspaceSettings::new(NODE)
+    };
+    let (task, stop_tx) = spawn_runner(
+        &lab,
+        vec![userspace("web"), service("kernel", json!({}))],
+        slices.to_vec(),
+        settings,
+    );
     lab.learn_vip();
     let start = Instant::now();
     while curl(&lab).as_deref() != Ok("b1") {
@@ -946,4 +970,39 @@ fn runner_serves_annotated_services_and_cleans_up_on_stop() {
     let routes = sh(&["ip", "-n", &lab.fw, "route", "show", "table", "2046"]);
     assert!(routes.trim().is_empty(), "{routes}");
     assert!(curl(&lab).is_err(), "nothing serves the VIP after stop");
+}
+
+/// An earlier run's table, rules and routes go away at start even when no Service asks for the
+/// userspace path (then nothing is installed again).
+#[test]
+fn runner_removes_leftovers_without_userspace_services() {
+    let lab = Lab::new(ProxySettings::default(), false);
+    leave_leftovers(&lab);
+    let (task, stop_tx) = spawn_runner(
+        &lab,
+        vec![service("kernel", json!({}))],
+        Vec::new(),
+        UserspaceSettings::new(NODE),
+    );
+    let start = Instant::now();
+    loop {
+        let tables = sh(&["ip", "netns", "exec", &lab.fw, "nft", "list", "tables"]);
+        let rules = sh(&["ip", "-n", &lab.fw, "rule", "show"]);
+        if !tables.contains("ferrolb-proxy") && !rules.contains("2046") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "leftovers stay: {tables} {rules}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let tables = sh(&["ip", "netns", "exec", &lab.fw, "nft", "list", "tables"]);
+    assert!(
+        !tables.contains("ferrolb-proxy"),
+        "nothing installed again: {tables}"
+    );
+    stop_tx.send(()).unwrap();
+    lab.rt.block_on(task).expect("runner");
 }

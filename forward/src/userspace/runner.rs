@@ -127,7 +127,19 @@ pub async fn run_userspace<K: Send + Sync + 'static>(
             let _ = inputs.slices.wait_until_ready().await;
         } => {}
     }
-    let mut interceptor = Some(Interceptor::new(settings.intercept.clone()));
+    // A crashed earlier run may have left its table, rules and routes: start from none, also
+    // when no Service asks for the userspace path.
+    let mut i = Interceptor::new(settings.intercept.clone());
+    let (i, r) = tokio::task::spawn_blocking(move || {
+        let r = i.remove();
+        (i, r)
+    })
+    .await
+    .expect("intercept task does not panic");
+    if let Err(e) = r {
+        warn!(error = %e, "removing an earlier run's userspace interception failed");
+    }
+    let mut interceptor = Some(i);
     let mut proxy = TcpProxy::new(settings.proxy.clone(), metrics);
     let mut logged: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     let mut announced_open = true;
