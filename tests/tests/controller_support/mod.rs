@@ -331,10 +331,13 @@ impl Env {
 /// the next run of it needs.
 impl Drop for Env {
     fn drop(&mut self) {
+        // The Services first (with their namespace), then the pools: the other way round the
+        // leader would write NoMatchingPool on every Service still there, and the next test
+        // would queue behind those writes.
+        let ns = kubectl(&["delete", "namespace", &self.ns, "--timeout=60s"]);
         let selector = format!("{RUN_LABEL}={}", self.run);
         let pools = kubectl(&["delete", "ipaddresspools", "-l", &selector, "--wait=false"]);
-        let ns = kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
-        for result in [pools, ns] {
+        for result in [ns, pools] {
             if let Err(e) = result {
                 eprintln!("cleaning up after {}: {e}", self.run);
             }
