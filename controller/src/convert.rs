@@ -163,13 +163,15 @@ pub fn service_request(
     namespace_labels: &BTreeMap<String, String>,
 ) -> Result<ServiceRequest, AllocError> {
     let invalid = |why: String| AllocError::InvalidRequest { why };
-    let spec = svc.spec.clone().unwrap_or_default();
-    let annotations = svc.metadata.annotations.clone().unwrap_or_default();
+    // Borrowed, not cloned: this runs for every Service on every pass.
+    let no_spec = ServiceSpec::default();
+    let spec = svc.spec.as_ref().unwrap_or(&no_spec);
+    let annotation = |name: &str| svc.metadata.annotations.as_ref()?.get(name);
 
     let ip_families = spec
         .ip_families
-        .unwrap_or_default()
         .iter()
+        .flatten()
         .map(|f| match f.as_str() {
             "IPv4" => Ok(Family::V4),
             "IPv6" => Ok(Family::V6),
@@ -189,7 +191,7 @@ pub fn service_request(
         }
     };
 
-    let requested_ips = match annotations.get(ANN_LOAD_BALANCER_IPS) {
+    let requested_ips = match annotation(ANN_LOAD_BALANCER_IPS) {
         Some(text) => alloc::parse_requested_ips(text)?,
         None => match spec.load_balancer_ip.as_deref().map(str::trim) {
             None | Some("") => Vec::new(),
@@ -199,7 +201,7 @@ pub fn service_request(
         },
     };
 
-    let requested_pool = match annotations.get(ANN_ADDRESS_POOL).map(|p| p.trim()) {
+    let requested_pool = match annotation(ANN_ADDRESS_POOL).map(|p| p.trim()) {
         None => None,
         Some("") => {
             return Err(invalid(format!(
@@ -214,7 +216,7 @@ pub fn service_request(
         Some(pool) => Some(pool.to_owned()),
     };
 
-    let sharing_key = match annotations.get(ANN_ALLOW_SHARED_IP).map(|k| k.trim()) {
+    let sharing_key = match annotation(ANN_ALLOW_SHARED_IP).map(|k| k.trim()) {
         None => None,
         Some("") => {
             return Err(invalid(format!(
@@ -226,8 +228,8 @@ pub fn service_request(
 
     let ports = spec
         .ports
-        .unwrap_or_default()
         .iter()
+        .flatten()
         .map(|p| {
             let protocol = match p.protocol.as_deref() {
                 None | Some("TCP") => Protocol::Tcp,

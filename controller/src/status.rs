@@ -41,7 +41,7 @@ impl IpMode {
 }
 
 /// The parts of a Service the controller owns, as they are or as they should be.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct ServiceView {
     /// `status.loadBalancer.ingress[]` as (ip, ipMode).
     pub ingress: Vec<(IpAddr, Option<String>)>,
