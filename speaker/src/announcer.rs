@@ -143,7 +143,15 @@ pub async fn run(
     let seeds = seeds(&stores.nodes, &me, port);
     membership.seed(seeds.clone()).await;
     let mut live = membership.live();
-    let joined = join(&membership, seeds.is_empty()).await;
+    // A stop during the wait ends it: nothing was announced yet, so there is nothing to hand over.
+    let joined = tokio::select! {
+        j = join(&membership, seeds.is_empty()) => j,
+        _ = &mut stop => {
+            membership.leave().await;
+            info!("stopped before announcing anything");
+            return Ok(());
+        }
+    };
     info!(
         members = live.borrow().len(),
         joined = ?joined,

@@ -8,10 +8,12 @@ use std::time::SystemTime;
 
 use ferrolb_api::{AnnouncementProtocol, ServiceAnnouncement, ServiceAnnouncementSpec};
 use ferrolb_core::announce::{NodeName, ServiceKey};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -112,10 +114,18 @@ pub async fn run(
     );
     let mut written: BTreeMap<ServiceKey, Report> = BTreeMap::new();
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut deleted = std::pin::pin!(deletions(client.clone(), &node));
     loop {
         tokio::select! {
             changed = desired.changed() => if changed.is_err() { break },
             Some(t) = takeovers.recv() => { event(&recorder, &node, &t).await; continue; }
+            Some(key) = deleted.next() => {
+                // Deleted by someone else (a user, or a speaker that believed it owned the IP
+                // while cut off): written again if still wanted.
+                if written.remove(&key).is_some() {
+                    info!(service = %key, "our ServiceAnnouncement was deleted; rewriting it");
+                }
+            }
             _ = retry.tick() => {}
         }
         let want = desired.borrow_and_update().clone();
@@ -123,6 +133,29 @@ pub async fn run(
     }
     // Graceful stop: our reports go; the heirs write theirs.
     sync(&client, &node, &BTreeMap::new(), &mut written).await;
+}
+
+/// The Services whose ServiceAnnouncement from `node` was deleted, as the API reports it
+/// (watching only this node's layer-2 reports). Never ends: the watch retries with backoff.
+fn deletions(client: Client, node: &NodeName) -> impl Stream<Item = ServiceKey> + use<> {
+    let api: Api<ServiceAnnouncement> = Api::all(client);
+    let config =
+        watcher::Config::default().labels(&format!("{NODE_LABEL}={node},{PROTOCOL_LABEL}=layer2"));
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Delete(obj)) => Some(ServiceKey::new(
+                    obj.metadata.namespace.unwrap_or_default(),
+                    obj.spec.service_name,
+                )),
+                Ok(_) => None,
+                Err(err) => {
+                    debug!(error = %err, "watching our ServiceAnnouncements");
+                    None
+                }
+            }
+        })
 }
 
 async fn sync(

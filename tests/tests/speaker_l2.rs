@@ -264,9 +264,8 @@ fn one_owner_answers_arp_and_ndp_and_deletion_silences_it() {
     let owner4 = env.announcer("web", v4, None);
     let mac4 = node_mac(&owner4);
     wait_arp(v4, Some(&mac4));
-    // Once the membership has settled. A speaker that the previous test killed and the
-    // kubelet restarted can answer for a moment before it has heard its peers (a known
-    // gap, printed here when seen); the steady state must be one owner.
+    // Once the IP has settled (a speaker another test killed may be taking it back home,
+    // unanswered for a moment, printed when seen); the steady state must be one owner.
     let mut macs = arping(v4, 3);
     for _ in 0..15 {
         if macs.len() == 3 && macs.iter().all(|m| *m == mac4) {
@@ -285,6 +284,19 @@ fn one_owner_answers_arp_and_ndp_and_deletion_silences_it() {
         macs.iter().all(|m| *m == mac4),
         "{macs:?} (owner {owner4} has {mac4})"
     );
+
+    // A report deleted behind the speaker's back (by a user, or by a speaker that was cut off
+    // and believed it owned the IP) is written again.
+    let report = format!("web-{owner4}");
+    kubectl(&["-n", &env.ns, "delete", "serviceannouncement", &report]).expect("deleting a report");
+    let deadline = Instant::now() + WAIT;
+    while kubectl(&["-n", &env.ns, "get", "serviceannouncement", &report]).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "ServiceAnnouncement {report} not rewritten within {WAIT:?} of its deletion"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let owner6 = env.announcer("web", v6, None);
     let mac6 = node_mac(&owner6);
