@@ -29,6 +29,15 @@ struct EndpointLabels {
     endpoint: String,
 }
 
+/// One Service's per-connection series (clones of the registered ones).
+#[derive(Debug, Clone)]
+pub(crate) struct Handles {
+    pub forwarded: Counter,
+    pub active: Gauge,
+    pub to_backend: Counter,
+    pub to_client: Counter,
+}
+
 /// Counters of the userspace path; clones share the same series.
 #[derive(Debug, Clone, Default)]
 pub struct UserspaceMetrics {
@@ -63,6 +72,28 @@ impl UserspaceMetrics {
         );
     }
 
+    /// The per-connection series of one Service, looked up once per frontend rather than per
+    /// connection.
+    pub(crate) fn handles(&self, svc: &ServiceLabels) -> Handles {
+        let kind = |kind| KindLabels {
+            namespace: svc.namespace.clone(),
+            service: svc.service.clone(),
+            kind,
+        };
+        // One statement each: a family's read guard lives to the end of its statement, and a
+        // second get_or_create on the same family within it would wait for a write lock.
+        let forwarded = self.connections.get_or_create(&kind("forwarded")).clone();
+        let active = self.active.get_or_create(svc).clone();
+        let to_backend = self.bytes.get_or_create(&kind("to_backend")).clone();
+        let to_client = self.bytes.get_or_create(&kind("to_client")).clone();
+        Handles {
+            forwarded,
+            active,
+            to_backend,
+            to_client,
+        }
+    }
+
     pub(crate) fn connection(&self, svc: &ServiceLabels, outcome: &'static str) {
         self.connections
             .get_or_create(&KindLabels {
@@ -71,22 +102,6 @@ impl UserspaceMetrics {
                 kind: outcome,
             })
             .inc();
-    }
-
-    pub(crate) fn active(&self, svc: &ServiceLabels) -> Gauge {
-        self.active.get_or_create(svc).clone()
-    }
-
-    pub(crate) fn bytes(&self, svc: &ServiceLabels, to_backend: u64, to_client: u64) {
-        for (kind, n) in [("to_backend", to_backend), ("to_client", to_client)] {
-            self.bytes
-                .get_or_create(&KindLabels {
-                    namespace: svc.namespace.clone(),
-                    service: svc.service.clone(),
-                    kind,
-                })
-                .inc_by(n);
-        }
     }
 
     pub(crate) fn ejection(&self, svc: &ServiceLabels, endpoint: std::net::SocketAddr) {

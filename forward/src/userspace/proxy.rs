@@ -3,7 +3,7 @@
 //! connections that outlive their backend's removal (draining).
 
 use super::health::{Backoff, Health};
-use super::metrics::{ServiceLabels, UserspaceMetrics};
+use super::metrics::{Handles, ServiceLabels, UserspaceMetrics};
 use ferrolb_core::forward::{AllowedSources, Backends, Frontend, Protocol, ServiceKey};
 use ferrolb_core::proxy_protocol::{self, Header, Transport, Version};
 use socket2::{Domain, Socket, Type};
@@ -74,6 +74,7 @@ pub(super) struct View {
 #[derive(Debug)]
 pub(super) struct FrontendShared {
     pub(super) labels: ServiceLabels,
+    pub(super) counters: Handles,
     pub(super) view: RwLock<Arc<View>>,
     pub(super) next: AtomicUsize,
 }
@@ -159,11 +160,13 @@ impl TcpProxy {
             };
             match bound {
                 Ok(bound) => {
+                    let labels = ServiceLabels {
+                        namespace: pf.key.namespace.clone(),
+                        service: pf.key.name.clone(),
+                    };
                     let shared = Arc::new(FrontendShared {
-                        labels: ServiceLabels {
-                            namespace: pf.key.namespace.clone(),
-                            service: pf.key.name.clone(),
-                        },
+                        counters: self.common.metrics.handles(&labels),
+                        labels,
                         view: RwLock::new(Arc::new(View { fe: pf.clone() })),
                         next: AtomicUsize::new(0),
                     });
@@ -328,8 +331,8 @@ async fn serve(client: TcpStream, peer: SocketAddr, fe: Arc<FrontendShared>, com
         m.connection(&fe.labels, "backend_failed");
         return refuse(client);
     };
-    m.connection(&fe.labels, "forwarded");
-    let active = m.active(&fe.labels);
+    fe.counters.forwarded.inc();
+    let active = &fe.counters.active;
     active.inc();
     let mut client = client;
     let _ = client.set_nodelay(true);
@@ -355,7 +358,10 @@ async fn serve(client: TcpStream, peer: SocketAddr, fe: Arc<FrontendShared>, com
         _ = stop.wait_for(|s| *s) => Err(io::Error::other("proxy stopped")),
     };
     match copied {
-        Ok((to_backend, to_client)) => m.bytes(&fe.labels, to_backend, to_client),
+        Ok((to_backend, to_client)) => {
+            fe.counters.to_backend.inc_by(to_backend);
+            fe.counters.to_client.inc_by(to_client);
+        }
         Err(e) => {
             // One side reset or the proxy stops: pass the abort on, leaving no TIME_WAIT here.
             debug!(endpoint = %backend, error = %e, "connection aborted");

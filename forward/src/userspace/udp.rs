@@ -66,7 +66,7 @@ pub(super) async fn serve(sock: UdpSocket, fe: Arc<FrontendShared>, common: Arc<
         };
         if let Some(backend) = existing {
             if backend.send(&datagram).await.is_ok() {
-                common.metrics.bytes(&fe.labels, n as u64, 0);
+                fe.counters.to_backend.inc_by(n as u64);
             }
             continue;
         }
@@ -101,8 +101,8 @@ pub(super) async fn serve(sock: UdpSocket, fe: Arc<FrontendShared>, common: Arc<
         if backend.send(&datagram).await.is_err() {
             continue;
         }
-        common.metrics.connection(&fe.labels, "forwarded");
-        common.metrics.bytes(&fe.labels, n as u64, 0);
+        fe.counters.forwarded.inc();
+        fe.counters.to_backend.inc_by(n as u64);
         flows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -141,7 +141,7 @@ async fn replies(
     common: Arc<Common>,
 ) {
     common.live.fetch_add(1, Ordering::Relaxed);
-    let active = common.metrics.active(&fe.labels);
+    let active = &fe.counters.active;
     active.inc();
     let idle = common.settings.udp_idle;
     let mut stop = common.stop.clone();
@@ -151,7 +151,7 @@ async fn replies(
             r = tokio::time::timeout(idle, backend.recv(&mut buf)) => match r {
                 Ok(Ok(n)) => {
                     if front.send_to(&buf[..n], client).await.is_ok() {
-                        common.metrics.bytes(&fe.labels, 0, n as u64);
+                        fe.counters.to_client.inc_by(n as u64);
                     }
                 }
                 Ok(Err(e)) => {
