@@ -1,28 +1,46 @@
 //! The L4 forwarder in the speaker: carries traffic for the IPs this node announces to their
-//! Services' endpoints (nftables DNAT, docs/decisions/0009-forwarder.md). The loop itself lives
-//! in `ferrolb-forward` ([`ferrolb_forward::run`]) so it is tested there; this is the wiring.
+//! Services' endpoints, by nftables DNAT (docs/decisions/0009-forwarder.md) or, for Services
+//! annotated `ferrolb.io/forwarding: userspace`, by the userspace proxy
+//! (docs/decisions/0014-userspace-forwarder.md). Both loops live in `ferrolb-forward`
+//! ([`ferrolb_forward::run`], [`run_userspace`]) so they are tested there; this is the wiring.
 //!
 //! In `main`: register [`ForwardMetrics`] with the other metrics, then spawn [`run`] with a
 //! receiver of the announced-IPs channel and the Service and EndpointSlice stores, and resolve
 //! its `stop` after the announcer has stopped answering (so no announced IP is left without
-//! rules); `run` then removes the table.
+//! rules); `run` then removes both paths' tables (and the userspace path's rules and routes).
 
 use std::future::Future;
 use std::sync::Arc;
 
+use ferrolb_forward::userspace::{UserspaceMetrics, UserspaceSettings, run_userspace};
 use ferrolb_forward::{RunInputs, RunSettings};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::runtime::reflector::Store;
+use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
 
 use crate::Announced;
 
-pub use ferrolb_forward::ForwardMetrics;
+/// The forwarder's metrics: the kernel path's and the userspace path's.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardMetrics {
+    kernel: ferrolb_forward::ForwardMetrics,
+    userspace: UserspaceMetrics,
+}
 
-/// Forwards the announced IPs' traffic until `stop` resolves, then removes FerroLB's table.
+impl ForwardMetrics {
+    /// Registers both paths' metrics in the daemon's `ferrolb_` sub-registry.
+    pub fn register(&self, registry: &mut Registry) {
+        self.kernel.register(registry);
+        self.userspace.register(registry);
+    }
+}
+
+/// Forwards the announced IPs' traffic until `stop` resolves, then removes FerroLB's tables.
 ///
-/// `changed`, if given, must be woken after every change of the two stores and be this
-/// loop's own (a `Notify` wakes one waiter); without it the loop re-plans every second.
+/// `changed`, if given, must be woken after every change of the two stores and be the kernel
+/// loop's own (a `Notify` wakes one waiter); without it the loop re-plans every second. The
+/// userspace loop re-plans on announced-IP changes and every second.
 pub async fn run(
     announced: watch::Receiver<Announced>,
     services: Store<Service>,
@@ -32,11 +50,39 @@ pub async fn run(
     metrics: ForwardMetrics,
     stop: impl Future<Output = ()> + Send,
 ) {
-    let inputs = RunInputs {
+    let userspace = RunInputs {
+        announced: announced.clone(),
+        services: services.clone(),
+        slices: slices.clone(),
+        changed: None,
+    };
+    let kernel = RunInputs {
         announced,
         services,
         slices,
         changed,
     };
-    ferrolb_forward::run(inputs, RunSettings::new(node_name), metrics, stop).await;
+    // One stop for both loops.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::join!(
+        async move {
+            stop.await;
+            let _ = stop_tx.send(true);
+        },
+        ferrolb_forward::run(
+            kernel,
+            RunSettings::new(node_name.clone()),
+            metrics.kernel,
+            stopped(stop_rx.clone()),
+        ),
+        run_userspace(
+            userspace,
+            UserspaceSettings::new(node_name),
+            metrics.userspace,
+            stopped(stop_rx),
+        ),
+    );
 }
