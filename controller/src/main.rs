@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
 use ferrolb_api::IPAddressPool;
+use ferrolb_core::LabelSelector;
 use ferrolb_runtime::{CommonArgs, Daemon, Metrics, init_logging};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -82,11 +83,12 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_retry_period: u64,
 
-    /// Use only IPAddressPools with this label (`key=value`); lets several controllers
-    /// (tests, or one per tenant with its own class) share a cluster without seeing each
-    /// other's pools.
-    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
-    pool_selector: Option<(String, String)>,
+    /// Use only IPAddressPools this label selector matches (kubectl's `-l` syntax: `k=v`,
+    /// `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated); lets several
+    /// controllers (tests, or one per tenant with its own class) share a cluster without
+    /// seeing each other's pools.
+    #[arg(long, value_name = "SELECTOR", value_parser = LabelSelector::parse)]
+    pool_selector: Option<LabelSelector>,
 }
 
 impl Args {
@@ -98,13 +100,6 @@ impl Args {
             Duration::from_secs(self.lease_renew_period),
             Duration::from_secs(self.lease_retry_period),
         )
-    }
-}
-
-fn parse_label(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{text:?} is not key=value")),
     }
 }
 
@@ -322,5 +317,25 @@ mod tests {
         assert_eq!(args.ip_mode, IpMode::Vip);
         assert!(args.ignore_classless);
         assert_eq!(args.lease_namespace, "x");
+    }
+
+    #[test]
+    fn pool_selector_takes_kubectl_syntax_and_refuses_bad_ones() {
+        let parse =
+            |sel: &str| Args::try_parse_from(["ferrolb-controller", "--pool-selector", sel]);
+        let args = parse("!e2e.ferrolb.io/release,tenant in (a,b)").unwrap();
+        let selector = args.pool_selector.unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selector.matches(&labels(&[("tenant", "a")])));
+        assert!(!selector.matches(&labels(&[("tenant", "a"), ("e2e.ferrolb.io/release", "x")])));
+        for bad in ["tenant in (a", "=a", "tenant=a,,b=c"] {
+            let err = parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("--pool-selector"), "{bad}: {err}");
+        }
     }
 }

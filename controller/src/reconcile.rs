@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_api::IPAddressPool;
+use ferrolb_core::LabelSelector;
 use ferrolb_core::alloc::{Allocator, Pool, PoolsReport, ServiceKey};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -52,7 +53,7 @@ pub struct Context {
     /// `ipMode` to write.
     pub ip_mode: IpMode,
     /// Only pools with this label are used (`--pool-selector`).
-    pub pool_selector: Option<(String, String)>,
+    pub pool_selector: Option<LabelSelector>,
     /// Publishes Events.
     pub recorder: crate::events::Publisher,
     /// The controller's metrics.
@@ -346,9 +347,10 @@ impl Leading {
             .pools
             .state()
             .into_iter()
-            .filter(|p| match &ctx.pool_selector {
-                None => true,
-                Some((k, v)) => p.labels().get(k) == Some(v),
+            .filter(|p| {
+                ctx.pool_selector
+                    .as_ref()
+                    .is_none_or(|s| s.matches(p.labels()))
             })
             .collect();
         let mut pools = Vec::new();
