@@ -349,7 +349,7 @@ fn speaker_pids(node: &str) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "ferrolb-speaker")
-                // The lab DaemonSet's (tests/lab/ferrolb-speaker.yaml), not another install's.
+                // The lab release's DaemonSet (the chart's default memberlist port), not another install's.
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--memberlist-port=7946"))
         })
