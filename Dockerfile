@@ -32,11 +32,13 @@ USER 65532:65532
 EXPOSE 7472
 ENTRYPOINT ["/usr/local/bin/ferrolb-controller"]
 
-# --- speaker: the forwarder programs the kernel through `nft -f -` (ADR 0009), so it needs
-# nftables; it runs as root with only NET_RAW, NET_ADMIN and NET_BIND_SERVICE (the chart).
+# --- speaker: the forwarder programs the kernel through `nft -f -` (ADR 0009), flushes UDP
+# flows with `conntrack -D` and routes the userspace path's traffic with `ip rule`/`ip route`
+# (ADR 0014), so it needs nftables, conntrack and iproute2; it runs as root with only NET_RAW,
+# NET_ADMIN and NET_BIND_SERVICE (the chart).
 FROM docker.io/library/debian:bookworm-slim AS speaker
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables \
+ && apt-get install -y --no-install-recommends nftables conntrack iproute2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ferrolb-speaker /usr/local/bin/ferrolb-speaker
 EXPOSE 7473 7946/udp

@@ -38,29 +38,33 @@ impl ForwardMetrics {
 
 /// Forwards the announced IPs' traffic until `stop` resolves, then removes FerroLB's tables.
 ///
-/// `changed`, if given, must be woken after every change of the two stores and be the kernel
-/// loop's own (a `Notify` wakes one waiter); without it the loop re-plans every second. The
-/// userspace loop re-plans on announced-IP changes and every second.
+/// `changed`, if given, must be woken after every change of the two stores, one signal for the
+/// kernel loop and one for the userspace loop (a `Notify` wakes one waiter); without them the
+/// loops re-plan every second as well as on announced-IP changes.
 pub async fn run(
     announced: watch::Receiver<Announced>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    changed: Option<Arc<Notify>>,
+    changed: Option<[Arc<Notify>; 2]>,
     node_name: String,
     metrics: ForwardMetrics,
     stop: impl Future<Output = ()> + Send,
 ) {
+    let (kernel_changed, userspace_changed) = match changed {
+        Some([k, u]) => (Some(k), Some(u)),
+        None => (None, None),
+    };
     let userspace = RunInputs {
         announced: announced.clone(),
         services: services.clone(),
         slices: slices.clone(),
-        changed: None,
+        changed: userspace_changed,
     };
     let kernel = RunInputs {
         announced,
         services,
         slices,
-        changed,
+        changed: kernel_changed,
     };
     // One stop for both loops.
     let (stop_tx, stop_rx) = watch::channel(false);

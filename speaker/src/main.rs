@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let client = daemon.client();
     let changed = Arc::new(Notify::new());
     // One change signal from the stores, relayed to each loop that reads them.
-    let [announcer_changed, forwarder_changed] = fan_out(changed.clone());
+    let [announcer_changed, kernel_changed, userspace_changed] = fan_out(changed.clone());
     let stores = Stores {
         services: daemon.reflect_notify(
             Api::<Service>::all(client.clone()),
@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         announced_rx,
         stores.services.clone(),
         stores.slices.clone(),
-        Some(forwarder_changed),
+        Some([kernel_changed, userspace_changed]),
         args.node_name.clone(),
         fwd_metrics,
         async move {
