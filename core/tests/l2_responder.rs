@@ -185,12 +185,18 @@ fn arp_table() {
         (
             "another node claims our IP",
             arp_frame(OTHER_NODE, ArpPacket::gratuitous_reply(OTHER_NODE, v4(10))),
-            drop(DropReason::SenderUsesOurIp { mac: OTHER_NODE }),
+            drop(DropReason::SenderUsesOurIp {
+                ip: IpAddr::V4(v4(10)),
+                mac: OTHER_NODE,
+            }),
         ),
         (
             "spoofed sender IP = our VIP",
             arp_frame(CLIENT, ArpPacket::request(CLIENT, v4(10), v4(10 + 1))),
-            drop(DropReason::SenderUsesOurIp { mac: CLIENT }),
+            drop(DropReason::SenderUsesOurIp {
+                ip: IpAddr::V4(v4(10)),
+                mac: CLIENT,
+            }),
         ),
         (
             "our own frame looped back",
@@ -629,7 +635,10 @@ fn ndp_table() {
                 ..Ns::to("2001:db8:0:1::10")
             }
             .bytes(),
-            drop(DropReason::SenderUsesOurIp { mac: CLIENT }),
+            drop(DropReason::SenderUsesOurIp {
+                ip: IpAddr::V6(v6("2001:db8:0:1::10")),
+                mac: CLIENT,
+            }),
         ),
         (
             "unsolicited NA from another host",
@@ -656,7 +665,10 @@ fn ndp_table() {
                 "2001:db8:0:1::10",
                 OTHER_NODE,
             ),
-            drop(DropReason::SenderUsesOurIp { mac: OTHER_NODE }),
+            drop(DropReason::SenderUsesOurIp {
+                ip: IpAddr::V6(v6("2001:db8:0:1::10")),
+                mac: OTHER_NODE,
+            }),
         ),
         (
             "solicited NA to us",

@@ -37,9 +37,12 @@ const INTERFACE_POLL: Duration = Duration::from_secs(2);
 /// peer takes about a millisecond; only a speaker that is really alone (its peers dead, or
 /// the Nodes without speakers) waits this long.
 const JOIN_WAIT: Duration = Duration::from_secs(3);
-/// After every peer has talked to us: time for their announcers to act on the news and stop
-/// answering for the IPs that come back to this node, before it starts answering for them.
-const HANDBACK_SETTLE: Duration = Duration::from_millis(300);
+/// How long a node that gave an IP to another live node keeps answering for it when it does
+/// not see the new owner's gratuitous packet (normally it stops at that packet).
+const HANDOVER_HOLD: Duration = Duration::from_secs(1);
+/// After every peer has talked to us: time for their announcers to act on the news (and
+/// start handing this node's IPs back) before it announces them.
+const HANDBACK_SETTLE: Duration = Duration::from_millis(100);
 /// On a graceful stop, how long to keep answering after leaving so the heirs take over first.
 pub const HANDOVER_GRACE: Duration = Duration::from_millis(1500);
 
@@ -188,6 +191,7 @@ pub async fn run(
         }
         let next = st.poll_gratuitous();
         let linger_ends = st.linger.next_expiry();
+        let handover_ends = st.wire.next_handover_deadline();
         tokio::select! {
             _ = stores.changed.notified() => dirty = true,
             r = live.changed() => { if r.is_err() { break } dirty = true; }
@@ -197,6 +201,7 @@ pub async fn run(
             }
             _ = sleep_until_opt(next) => {}
             _ = sleep_until_opt(linger_ends) => dirty = true,
+            _ = sleep_until_opt(handover_ends) => dirty = true,
             _ = &mut stop => break,
         }
     }
@@ -219,14 +224,16 @@ pub async fn run(
 enum Joined {
     /// No other Node to join: nothing to wait for.
     NoPeers,
-    /// Every member has talked to this speaker, and the settle time has passed.
+    /// Every member has talked to this speaker: each knows it is back, and one that answers
+    /// for an IP coming home keeps doing so until this speaker's gratuitous packet (sent
+    /// after [`HANDBACK_SETTLE`]).
     Converged,
     /// [`JOIN_WAIT`] passed without convergence: announcing with what is known.
     TimedOut,
 }
 
-/// Waits until it is safe to announce: the membership has converged (plus
-/// [`HANDBACK_SETTLE`]), or there is nobody to wait for, or [`JOIN_WAIT`] has passed.
+/// Waits until it is safe to announce: the membership has converged, or there is nobody to
+/// wait for, or [`JOIN_WAIT`] has passed.
 async fn join(membership: &Membership, no_seeds: bool) -> Joined {
     if no_seeds {
         return Joined::NoPeers;
@@ -333,8 +340,25 @@ impl State {
                     });
                 }
             }
+            // Given to another node that is alive: keep answering until it announces itself.
+            if let Action::StopAnnouncing { ip, interface } = &action
+                && elections
+                    .get(ip)
+                    .and_then(|e| e.owner.as_ref())
+                    .is_some_and(|owner| *owner != me)
+            {
+                self.wire.hand_over(*ip, now + HANDOVER_HOLD);
+                self.schedules.remove(ip);
+                self.last_sent.remove(ip);
+                info!(%ip, interface, "handing over: answering until the new owner announces it");
+                continue;
+            }
             self.execute(action);
         }
+        // The new IPs' first gratuitous packets go out before this node answers requests for
+        // them: a node handing one over stops when it sees that packet, so no request is
+        // answered twice and none goes unanswered.
+        self.poll_gratuitous();
         self.wire.set_statuses(desired.statuses(&me, &elections));
         self.plan = desired;
         self.owners = elections

@@ -153,6 +153,9 @@ struct Port {
 pub struct Wire {
     ports: HashMap<String, Port>,
     statuses: BTreeMap<IpAddr, IpStatus>,
+    /// IPs given to another live node that this node answers for until the new owner's
+    /// gratuitous packet is seen (or the deadline passes): make-before-break, no gap.
+    handovers: Handovers,
     metrics: SpeakerMetrics,
 }
 
@@ -190,6 +193,7 @@ impl Wire {
         Self {
             ports: HashMap::new(),
             statuses: BTreeMap::new(),
+            handovers: Handovers::default(),
             metrics,
         }
     }
@@ -232,15 +236,16 @@ impl Wire {
         let tx = Arc::new(Mutex::new(tx));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (state, tx, stop, metrics) = (
+            let (state, tx, stop, metrics, handovers) = (
                 state.clone(),
                 tx.clone(),
                 stop.clone(),
                 self.metrics.clone(),
+                self.handovers.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("l2-{name}"))
-                .spawn(move || receive(rx, state, tx, stop, metrics))
+                .spawn(move || receive(rx, state, tx, stop, metrics, handovers))
                 .map_err(|source| WireError::Open {
                     interface: name.clone(),
                     source,
@@ -268,8 +273,14 @@ impl Wire {
         Ok(())
     }
 
-    /// What the responders know about every Service IP; takes effect for the next frame.
-    pub fn set_statuses(&mut self, statuses: BTreeMap<IpAddr, IpStatus>) {
+    /// What the responders know about every Service IP; takes effect for the next frame. An IP
+    /// being handed over keeps answering (its status from before) until the handover ends.
+    pub fn set_statuses(&mut self, mut statuses: BTreeMap<IpAddr, IpStatus>) {
+        for ip in self.handovers.live(std::time::Instant::now()) {
+            if let Some(before) = self.statuses.get(&ip) {
+                statuses.insert(ip, before.clone());
+            }
+        }
         for port in self.ports.values() {
             port.state
                 .write()
@@ -280,8 +291,24 @@ impl Wire {
         self.statuses = statuses;
     }
 
+    /// Keeps answering for `ip`, which now belongs to another live node, until that node's
+    /// gratuitous ARP / unsolicited NA for it is seen on the wire (then at once, from the
+    /// receive thread) or until `deadline` (at the next [`Wire::set_statuses`]).
+    /// If the new owner has announced it already, stops at once instead.
+    pub fn hand_over(&mut self, ip: IpAddr, deadline: std::time::Instant) {
+        if !self.handovers.start(ip, deadline) {
+            self.stop_answering(ip);
+        }
+    }
+
+    /// When the earliest handover runs out, if any.
+    pub fn next_handover_deadline(&self) -> Option<std::time::Instant> {
+        self.handovers.next_deadline()
+    }
+
     /// Stops answering for `ip` at once, before the next plan's statuses arrive.
     pub fn stop_answering(&mut self, ip: IpAddr) {
+        self.handovers.end(ip);
         self.statuses.insert(ip, IpStatus::Pending);
         for port in self.ports.values() {
             port.state
@@ -347,12 +374,70 @@ impl Wire {
     }
 }
 
+/// IPs being handed over and until when, shared by the announcer's [`Wire`] and the receive
+/// threads (which end a handover the moment the new owner announces itself), and when another
+/// host last claimed each IP we answer for (the new owner may announce before we know it is).
+#[derive(Debug, Default, Clone)]
+struct Handovers(Arc<Mutex<HandoverMaps>>);
+
+#[derive(Debug, Default)]
+struct HandoverMaps {
+    until: BTreeMap<IpAddr, std::time::Instant>,
+    claimed: BTreeMap<IpAddr, std::time::Instant>,
+}
+
+/// A claim by another host this recent means the new owner has already announced the IP.
+const CLAIM_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Handovers {
+    fn maps(&self) -> std::sync::MutexGuard<'_, HandoverMaps> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Starts handing `ip` over until `deadline`, unless another host claimed it lately (then
+    /// the new owner already answers: false, stop now).
+    fn start(&self, ip: IpAddr, deadline: std::time::Instant) -> bool {
+        let mut maps = self.maps();
+        let now = std::time::Instant::now();
+        if maps
+            .claimed
+            .get(&ip)
+            .is_some_and(|t| now.duration_since(*t) < CLAIM_MEMORY)
+        {
+            return false;
+        }
+        maps.until.entry(ip).or_insert(deadline);
+        true
+    }
+    /// Another host announced `ip`: ends its handover; whether there was one.
+    fn claimed(&self, ip: IpAddr, at: std::time::Instant) -> bool {
+        let mut maps = self.maps();
+        maps.claimed
+            .retain(|_, t| at.duration_since(*t) < CLAIM_MEMORY);
+        maps.claimed.insert(ip, at);
+        maps.until.remove(&ip).is_some()
+    }
+    /// Ends the handover of `ip` (we stop answering for another reason).
+    fn end(&self, ip: IpAddr) {
+        self.maps().until.remove(&ip);
+    }
+    /// Drops the handovers past their deadline; the IPs still being handed over.
+    fn live(&self, now: std::time::Instant) -> Vec<IpAddr> {
+        let mut maps = self.maps();
+        maps.until.retain(|_, deadline| *deadline > now);
+        maps.until.keys().copied().collect()
+    }
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.maps().until.values().min().copied()
+    }
+}
+
 fn receive(
     mut rx: Box<dyn pnet_datalink::DataLinkReceiver>,
     state: Arc<RwLock<ResponderState>>,
     tx: Arc<Mutex<Box<dyn DataLinkSender>>>,
     stop: Arc<AtomicBool>,
     metrics: SpeakerMetrics,
+    handovers: Handovers,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let frame = match rx.next() {
@@ -401,8 +486,19 @@ fn receive(
             Decision::Drop(reason) => {
                 metrics.dropped(drop_label(&reason));
                 match &reason {
-                    DropReason::SenderUsesOurIp { mac } => {
-                        warn!(protocol, %mac, "another host claims an IP we announce")
+                    // The new owner of an IP we were handing over announces it: stop now.
+                    DropReason::SenderUsesOurIp { ip, mac }
+                        if handovers.claimed(*ip, std::time::Instant::now()) =>
+                    {
+                        state
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .ips
+                            .insert(*ip, IpStatus::Pending);
+                        info!(protocol, %ip, %mac, "handed over: the new owner announced it");
+                    }
+                    DropReason::SenderUsesOurIp { ip, mac } => {
+                        warn!(protocol, %ip, %mac, "another host claims an IP we announce")
                     }
                     _ => debug!(protocol, reason = ?reason, "dropped"),
                 }
@@ -415,6 +511,34 @@ fn receive(
 mod tests {
     use super::*;
     use ferrolb_core::l2::{ArpPacket, Frame, NdpPacket};
+
+    #[test]
+    fn handovers_end_on_the_new_owners_packet_or_their_deadline() {
+        let t0 = std::time::Instant::now();
+        let s = std::time::Duration::from_secs;
+        let h = Handovers::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!(h.start(a, t0 + s(1)));
+        assert!(h.start(b, t0 + s(2)));
+        // A second start does not extend it.
+        assert!(h.start(a, t0 + s(5)));
+        assert_eq!(h.next_deadline(), Some(t0 + s(1)));
+        assert_eq!(h.live(t0), vec![a, b]);
+        // The receive thread saw b's new owner.
+        assert!(h.claimed(b, std::time::Instant::now()));
+        assert!(!h.claimed(b, std::time::Instant::now()), "ends once");
+        assert_eq!(
+            h.live(t0 + s(1)),
+            Vec::<IpAddr>::new(),
+            "a's deadline passed"
+        );
+        assert_eq!(h.next_deadline(), None);
+        // The new owner announced c before we knew we lost it: no handover, stop now.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert!(!h.claimed(c, std::time::Instant::now()));
+        assert!(!h.start(c, std::time::Instant::now() + s(1)));
+        assert_eq!(h.next_deadline(), None);
+    }
 
     #[test]
     fn peek_tells_arp_ndp_and_the_rest() {

@@ -70,6 +70,8 @@ pub enum DropReason {
     BadSenderMac,
     /// The sender uses an IP we announce: a spoof, or another node announcing it too.
     SenderUsesOurIp {
+        /// The IP it claims.
+        ip: IpAddr,
         /// The sender's MAC, worth logging.
         mac: MacAddr,
     },
@@ -149,6 +151,7 @@ fn arp_reply(frame: &[u8], state: &ResponderState) -> Result<Frame, DropReason> 
     check_sender(state, &eth, Some(arp.sender_mac))?;
     if state.announced_anywhere(IpAddr::V4(arp.sender_ip)) {
         return Err(DropReason::SenderUsesOurIp {
+            ip: IpAddr::V4(arp.sender_ip),
             mac: arp.sender_mac,
         });
     }
@@ -195,12 +198,18 @@ fn ndp_reply(frame: &[u8], state: &ResponderState) -> Result<Frame, DropReason> 
     check_sender(state, &eth, sender)?;
     let sender_mac = sender.unwrap_or(eth.src);
     if state.announced_anywhere(IpAddr::V6(pkt.ip.src)) {
-        return Err(DropReason::SenderUsesOurIp { mac: sender_mac });
+        return Err(DropReason::SenderUsesOurIp {
+            ip: IpAddr::V6(pkt.ip.src),
+            mac: sender_mac,
+        });
     }
     let target = pkt.message.target();
     if let NdpMessage::Advertisement { .. } = pkt.message {
         if state.announced_anywhere(IpAddr::V6(target)) {
-            return Err(DropReason::SenderUsesOurIp { mac: sender_mac });
+            return Err(DropReason::SenderUsesOurIp {
+                ip: IpAddr::V6(target),
+                mac: sender_mac,
+            });
         }
         if pkt.ip.dst.is_multicast() {
             return Err(DropReason::GratuitousFromOthers);
