@@ -60,6 +60,35 @@ pub struct RunInputs<K> {
     pub changed: Option<Arc<Notify>>,
 }
 
+/// One look at the inputs: the announced IPs and the two caches as they are now.
+pub(crate) struct Snapshot {
+    pub announced: BTreeSet<IpAddr>,
+    pub services: Vec<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+}
+
+impl<K> RunInputs<K> {
+    /// Waits until both caches have their first full list; false if `stop` came first.
+    pub(crate) async fn ready(&self, stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+        tokio::select! {
+            _ = stop => false,
+            _ = async {
+                let _ = self.services.wait_until_ready().await;
+                let _ = self.slices.wait_until_ready().await;
+            } => true,
+        }
+    }
+
+    /// The announced IPs (marking them seen) and the caches' contents.
+    pub(crate) fn snapshot(&mut self) -> Snapshot {
+        Snapshot {
+            announced: self.announced.borrow_and_update().keys().copied().collect(),
+            services: self.services.state(),
+            slices: self.slices.state(),
+        }
+    }
+}
+
 /// Keeps the node's nftables table equal to the plan for the announced IPs until `stop`
 /// resolves, then removes the table. Apply failures are logged, counted and retried.
 pub async fn run<K: Send + Sync + 'static>(
@@ -71,26 +100,19 @@ pub async fn run<K: Send + Sync + 'static>(
     check_forwarding();
     tokio::pin!(stop);
     // Planning from half-filled caches would drop rules a previous run left for live traffic.
-    tokio::select! {
-        _ = &mut stop => return,
-        _ = async {
-            let _ = inputs.services.wait_until_ready().await;
-            let _ = inputs.slices.wait_until_ready().await;
-        } => {}
+    if !inputs.ready(&mut stop).await {
+        return;
     }
     let mut fwd = Some(NftForwarder::new(settings.table.clone()));
     let mut announced_open = true;
     let mut failing = false;
     let mut counters_read: Option<Instant> = None;
     loop {
-        let announced: BTreeSet<IpAddr> = inputs
-            .announced
-            .borrow_and_update()
-            .keys()
-            .copied()
-            .collect();
-        let services = inputs.services.state();
-        let slices = inputs.slices.state();
+        let Snapshot {
+            announced,
+            services,
+            slices,
+        } = inputs.snapshot();
         let converted = forward_inputs(
             &announced,
             ForwardingPath::Kernel,

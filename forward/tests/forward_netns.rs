@@ -8,13 +8,15 @@
 //! ```
 //! VIPs (192.0.2.200, 2001:db8:ff::10) live on no interface: clients reach them through `fw`.
 
+mod netns;
+
 use ferrolb_core::forward::nft::NftConfig;
 use ferrolb_core::forward::{
     Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, plan,
 };
 use ferrolb_forward::{ApplyKind, NftForwarder};
-use nix::sched::{CloneFlags, setns};
+use netns::{in_ns, sh};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -25,31 +27,6 @@ use std::time::{Duration, Instant};
 const VIP4: &str = "192.0.2.200";
 const VIP6: &str = "2001:db8:ff::10";
 const NODE: &str = "node-fw";
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
 
 /// A veth from the forwarder: peer namespace, forwarder-side name, addresses, IPv6 addresses.
 type Link<'a> = (

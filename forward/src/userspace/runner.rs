@@ -9,6 +9,7 @@ use super::metrics::UserspaceMetrics;
 use super::proxy::{ProxyFrontend, ProxySettings, TcpProxy};
 use crate::RunInputs;
 use crate::k8s::{ForwardingPath, forward_inputs, service_key};
+use crate::runner::Snapshot;
 use ferrolb_core::forward::{Protocol, ServiceKey, plan};
 use ferrolb_core::proxy_protocol::Version;
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,12 +121,8 @@ pub async fn run_userspace<K: Send + Sync + 'static>(
     stop: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(stop);
-    tokio::select! {
-        _ = &mut stop => return,
-        _ = async {
-            let _ = inputs.services.wait_until_ready().await;
-            let _ = inputs.slices.wait_until_ready().await;
-        } => {}
+    if !inputs.ready(&mut stop).await {
+        return;
     }
     // A crashed earlier run may have left its table, rules and routes: start from none, also
     // when no Service asks for the userspace path.
@@ -145,14 +142,11 @@ pub async fn run_userspace<K: Send + Sync + 'static>(
     let mut announced_open = true;
     let mut installed = false;
     loop {
-        let announced: BTreeSet<IpAddr> = inputs
-            .announced
-            .borrow_and_update()
-            .keys()
-            .copied()
-            .collect();
-        let services = inputs.services.state();
-        let slices = inputs.slices.state();
+        let Snapshot {
+            announced,
+            services,
+            slices,
+        } = inputs.snapshot();
         let (wanted, notes) = userspace_frontends(
             &announced,
             services.iter().map(|s| &**s),
