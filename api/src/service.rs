@@ -26,6 +26,29 @@ pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Which LoadBalancer Services are FerroLB's: the controller's and the speaker's rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// `--load-balancer-class`.
+    pub class: String,
+    /// Whether Services without `spec.loadBalancerClass` are ours too.
+    pub classless: bool,
+}
+
+impl Selection {
+    /// Whether `svc` is ours: type LoadBalancer with our class (or none, if classless).
+    pub fn is_ours(&self, svc: &Service) -> bool {
+        let Some(spec) = &svc.spec else { return false };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            return false;
+        }
+        match spec.load_balancer_class.as_deref() {
+            Some(class) => class == self.class,
+            None => self.classless,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

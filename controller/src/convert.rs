@@ -25,30 +25,7 @@ pub const ANN_ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
 /// The Service condition the controller owns.
 pub const CONDITION_ALLOCATED: &str = "ferrolb.io/Allocated";
 
-/// Which LoadBalancer Services this controller is responsible for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selection {
-    /// `--load-balancer-class`.
-    pub class: String,
-    /// Whether Services without `spec.loadBalancerClass` are ours too.
-    pub classless: bool,
-}
-
-impl Selection {
-    /// Whether `svc` is ours: type LoadBalancer with our class (or none, if classless).
-    pub fn is_ours(&self, svc: &Service) -> bool {
-        let Some(spec) = &svc.spec else { return false };
-        if spec.type_.as_deref() != Some("LoadBalancer") {
-            return false;
-        }
-        match spec.load_balancer_class.as_deref() {
-            Some(class) => class == self.class,
-            None => self.classless,
-        }
-    }
-}
-
-pub use ferrolb_api::service::{ingress_ips, key as service_key};
+pub use ferrolb_api::service::{Selection, ingress_ips, key as service_key};
 
 /// Keeps only what the controller reads of a Service, before it enters the cache (every
 /// Service of the cluster is cached for as long as it exists): identity and versions;

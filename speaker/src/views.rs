@@ -18,28 +18,7 @@ pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-b
 /// The label EndpointSlices carry naming their Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Which LoadBalancer Services are FerroLB's (the same rule as the controller's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selection {
-    /// `--load-balancer-class`.
-    pub class: String,
-    /// Whether Services without `spec.loadBalancerClass` are ours too.
-    pub classless: bool,
-}
-
-impl Selection {
-    /// Whether `svc` is ours: type LoadBalancer with our class (or none, if classless).
-    pub fn is_ours(&self, svc: &Service) -> bool {
-        let Some(spec) = &svc.spec else { return false };
-        if spec.type_.as_deref() != Some("LoadBalancer") {
-            return false;
-        }
-        match spec.load_balancer_class.as_deref() {
-            Some(class) => class == self.class,
-            None => self.classless,
-        }
-    }
-}
+pub use ferrolb_api::service::Selection;
 
 /// A pool's name and parsed ranges (entries that do not parse are skipped: the API server
 /// validates them, and the controller reports the rest).
