@@ -17,7 +17,7 @@ use ferrolb_forward::userspace::{
     InterceptConfig, Interceptor, ProxyFrontend, ProxySettings, TcpProxy, UserspaceMetrics,
     userspace_frontends,
 };
-use ferrolb_forward::userspace::{UserspaceSettings, run_userspace};
+use ferrolb_forward::userspace::{Relay, UserspaceSettings, run_userspace};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::store::Writer;
@@ -255,8 +255,9 @@ fn slice(name: &str, endpoints: &[(&str, bool, bool)]) -> EndpointSlice {
 }
 
 /// A backend on port 8080: an optional PROXY header, then a line. `GET …` gets an HTTP answer
-/// naming the backend; `stream <n>` gets n KiB slowly; anything else gets the backend's name and
-/// is then echoed until the client closes (so the client closes first, as in churn).
+/// naming the backend; `stream <n>` gets n KiB slowly; `reset` gets the backend's name and then
+/// an RST; anything else gets the backend's name and is then echoed until the client closes (so
+/// the client closes first, as in churn).
 fn backend(ns: &str, tag: &'static str, proxy_header: bool, seen: Arc<Mutex<Vec<Seen>>>) {
     let (listener, udp) = in_ns(ns, || {
         (
@@ -340,6 +341,10 @@ fn serve_backend(
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    } else if line == "reset" {
+        let _ = conn.write_all(format!("{tag}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
     } else {
         let _ = conn.write_all(format!("{tag}\n").as_bytes());
         while let Ok(n) = conn.read(&mut chunk) {
@@ -580,6 +585,144 @@ fn draining_keeps_a_long_transfer_while_new_connections_go_elsewhere() {
         curl(&lab).expect("terminating endpoint as the last resort"),
         "b1"
     );
+}
+
+/// A lab with only b1 behind `web` and the client knowing the VIP, relaying by `relay`.
+fn one_backend_lab(relay: Relay) -> Lab {
+    let lab = Lab::new(
+        ProxySettings {
+            relay,
+            ..ProxySettings::default()
+        },
+        false,
+    );
+    lab.apply(
+        vec![userspace("web")],
+        vec![slice("web", &[("198.18.1.2", true, false)])],
+    );
+    lab.learn_vip();
+    lab
+}
+
+/// The byte counters once the proxy has seen the connection end (it counts after both
+/// directions closed, a moment after the client saw its EOF).
+fn bytes_once(lab: &Lab, want: (u64, u64)) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = lab.metrics.bytes_carried("default", "web");
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Connects to the VIP and sends `line`, reading the backend's name back.
+fn open_with(line: &str) -> std::io::Result<(TcpStream, String)> {
+    let mut s = TcpStream::connect_timeout(&vip(80), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(line.as_bytes())?;
+    let mut name = [0u8; 3];
+    s.read_exact(&mut name)?;
+    Ok((s, String::from_utf8_lossy(&name).into_owned()))
+}
+
+const RELAYS: [Relay; 2] = [
+    Relay::Splice { pipe: 64 * 1024 },
+    Relay::Copy { buffer: 64 * 1024 },
+];
+
+#[test]
+fn large_echo_comes_back_byte_for_byte_and_is_counted() {
+    for relay in RELAYS {
+        let lab = one_backend_lab(relay);
+        // 24 MiB of varied bytes (a counter mixed through xorshift) echoed by b1 while still
+        // being written: both directions flow at once, through many pipe refills.
+        let len = 24 << 20;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let data: Arc<Vec<u8>> = Arc::new(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect(),
+        );
+        let sent = data.clone();
+        let echoed = in_ns(&lab.cl.clone(), move || {
+            let (s, name) = open_with("hi\n")?;
+            assert_eq!(name, "b1\n");
+            let mut w = s.try_clone()?;
+            let writer = std::thread::spawn(move || {
+                w.write_all(&sent)?;
+                w.shutdown(std::net::Shutdown::Write)
+            });
+            let mut back = Vec::with_capacity(len);
+            (&s).read_to_end(&mut back)?;
+            writer.join().unwrap()?;
+            Ok::<_, std::io::Error>(back)
+        })
+        .expect("echo through the proxy");
+        assert_eq!(echoed.len(), len, "{relay:?}: every byte came back");
+        assert!(echoed == *data, "{relay:?}: the bytes came back unchanged");
+        let want = (3 + len as u64, 3 + len as u64);
+        assert_eq!(bytes_once(&lab, want), want, "{relay:?}: counters");
+    }
+}
+
+#[test]
+fn half_close_keeps_the_other_direction_flowing() {
+    for relay in RELAYS {
+        let lab = one_backend_lab(relay);
+        // The client sends its request and its FIN at once; b1 then streams 1 MiB slowly
+        // (~0.4 s). A proxy that ended the connection at the first EOF would cut it short.
+        let got = in_ns(&lab.cl.clone(), || {
+            let mut s = TcpStream::connect_timeout(&vip(80), Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.write_all(b"stream 1024\n")?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut all = Vec::new();
+            s.read_to_end(&mut all)?;
+            Ok::<_, std::io::Error>(all)
+        })
+        .expect("stream after the client's FIN");
+        assert_eq!(
+            got.len(),
+            1024 * 1024,
+            "{relay:?}: the whole stream arrived"
+        );
+        assert!(got.iter().all(|b| *b == b'x'), "{relay:?}: unchanged bytes");
+        let want = (12, 1024 * 1024);
+        assert_eq!(bytes_once(&lab, want), want, "{relay:?}: counters");
+    }
+}
+
+#[test]
+fn backend_reset_reaches_the_client_as_a_reset() {
+    for relay in RELAYS {
+        let lab = one_backend_lab(relay);
+        let outcome = in_ns(&lab.cl.clone(), || {
+            let (mut s, name) = open_with("reset\n")?;
+            assert_eq!(name, "b1\n");
+            let mut rest = Vec::new();
+            Ok::<_, std::io::Error>(s.read_to_end(&mut rest).map_err(|e| e.kind()))
+        })
+        .expect("connection");
+        assert_eq!(
+            outcome,
+            Err(ErrorKind::ConnectionReset),
+            "{relay:?}: the backend's RST, not a clean FIN"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            lab.metrics.bytes_carried("default", "web"),
+            (0, 0),
+            "{relay:?}: a reset connection is not counted (ADR 0014)"
+        );
+        assert_eq!(lab.metrics.forwarded("default", "web"), 1);
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod intercept;
 mod metrics;
 mod proxy;
 mod runner;
+mod splice;
 mod udp;
 
 pub use annotations::{BadAnnotation, PROXY_PROTOCOL_ANNOTATION, Selection, selection};
@@ -19,3 +20,4 @@ pub use intercept::{InterceptConfig, Interceptor};
 pub use metrics::UserspaceMetrics;
 pub use proxy::{ProxyFrontend, ProxySettings, TcpProxy};
 pub use runner::{UserspaceSettings, run_userspace, userspace_frontends};
+pub use splice::Relay;

@@ -4,6 +4,7 @@
 
 use super::health::{Backoff, Health};
 use super::metrics::{Handles, ServiceLabels, UserspaceMetrics};
+use super::splice::{Relay, relay};
 use ferrolb_core::forward::{AllowedSources, Backends, Frontend, Protocol, ServiceKey};
 use ferrolb_core::proxy_protocol::{self, Header, Transport, Version};
 use socket2::{Domain, Socket, Type};
@@ -23,8 +24,9 @@ use tracing::{debug, info, warn};
 /// How the proxy behaves.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    /// Copy buffer per direction and connection.
-    pub buffer: usize,
+    /// How each connection's bytes move once the backend is connected (and the PROXY header,
+    /// if any, sent): spliced through a pipe per direction, or copied through a buffer.
+    pub relay: Relay,
     /// How long a backend may take to accept a connection before the next one is tried.
     pub connect_timeout: Duration,
     /// Ejection backoff for endpoints that refuse or time out.
@@ -42,7 +44,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
-            buffer: 64 * 1024,
+            relay: Relay::Splice { pipe: 64 * 1024 },
             connect_timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
             source_ports: 61_000..=65_535,
@@ -351,10 +353,9 @@ async fn serve(client: TcpStream, peer: SocketAddr, fe: Arc<FrontendShared>, com
             return refuse(client);
         }
     }
-    let buf = common.settings.buffer;
     let mut stop = common.stop.clone();
     let copied = tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, buf, buf) => r,
+        r = relay(&mut client, &mut server, common.settings.relay) => r,
         _ = stop.wait_for(|s| *s) => Err(io::Error::other("proxy stopped")),
     };
     match copied {
