@@ -32,7 +32,7 @@ use crate::run;
 mod userspace;
 
 /// Options of `cargo xtask bench forward`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Rounds of the three loads per subject (medians are reported).
     #[arg(long, default_value_t = 3)]
@@ -52,6 +52,10 @@ pub struct Args {
     /// Also the userspace path, against the baseline and HAProxy (forward_userspace.rs).
     #[arg(long)]
     userspace: bool,
+    /// With `--userspace`: connect/request/close through the userspace path for this many
+    /// seconds, reported per 10 s window with the decline of the last against the first.
+    #[arg(long, requires = "userspace", value_name = "SECONDS")]
+    soak: Option<u64>,
 }
 
 const CLIENT: &str = "ferrolb-fwdbench-client";
@@ -360,6 +364,11 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         "bench forward needs root (network namespaces)"
     );
     anyhow::ensure!(args.services >= 2, "--services must be at least 2");
+    anyhow::ensure!(
+        args.soak.is_none_or(|s| s >= 2 * userspace::WINDOW_S),
+        "--soak needs at least two {} s windows",
+        userspace::WINDOW_S
+    );
     run::status(Command::new("cargo").current_dir(root).args([
         "build",
         "--release",
@@ -509,6 +518,16 @@ fn measure(bin: &Path, args: &Args) -> anyhow::Result<Value> {
     }
     out["rounds"] = json!(all_rounds);
     out["comparisons"] = json!(rows);
+    if let Some(seconds) = args.soak {
+        let baseline = median(
+            all_rounds
+                .iter()
+                .filter(|r| r["subject"] == Subject::NftBaseline.name())
+                .filter_map(|r| r["crr"]["per_s"].as_f64())
+                .collect(),
+        );
+        out["soak"] = userspace::soak(bin, args, seconds, baseline)?;
+    }
     out["scale"] = scale(bin, args)?;
     Ok(out)
 }
