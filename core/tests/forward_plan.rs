@@ -112,8 +112,8 @@ struct Model {
     elements: BTreeMap<(String, String), String>,
 }
 
-/// Slot maps: their keys are allocation details, compared only through the rules using them.
-const SLOT_MAPS: [&str; 6] = ["be4tcp", "be4udp", "be4sctp", "be6tcp", "be6udp", "be6sctp"];
+/// Backend maps: `vip . port . index : endpoint . port`, read by the shared pick chains.
+const BACKEND_MAPS: [&str; 6] = ["be4tcp", "be4udp", "be4sctp", "be6tcp", "be6udp", "be6sctp"];
 
 impl Model {
     fn referenced(&self, name: &str) -> bool {
@@ -152,7 +152,7 @@ impl Model {
                 ("add", "rule") => {
                     for t in w[5]
                         .split([' ', '@', ','])
-                        .filter(|t| ["ep-", "aff-", "conn-"].iter().any(|p| t.starts_with(p)))
+                        .filter(|t| ["ep-", "aff-"].iter().any(|p| t.starts_with(p)))
                     {
                         assert!(
                             self.chains.contains_key(t)
@@ -165,7 +165,7 @@ impl Model {
                 }
                 ("add", "element") => {
                     for element in w[5].trim_matches(['{', '}', ' ']).split(", ") {
-                        let (key, value) = element.split_once(" : ").unwrap();
+                        let (key, value) = element.split_once(" : ").unwrap_or((element, ""));
                         if let Some(target) = value
                             .strip_prefix("goto ")
                             .or_else(|| value.strip_prefix("jump "))
@@ -193,53 +193,38 @@ impl Model {
         }
     }
 
-    /// The table with every `numgen … offset B map/vmap @slots` replaced by the values of its
-    /// slots, and the slot maps dropped. Panics on a missing slot, a slot two rules share, or
-    /// a slot no rule uses (a leak).
-    fn resolved(&self) -> Model {
-        let mut used = BTreeSet::new();
-        let mut chains = BTreeMap::new();
-        for (name, rules) in &self.chains {
-            let rules = rules
-                .iter()
-                .map(|r| {
-                    let Some((head, tail)) = r
-                        .split_once("numgen random mod ")
-                        .filter(|(_, tail)| tail.contains(" offset "))
-                    else {
-                        return r.clone();
-                    };
-                    let t: Vec<&str> = tail.split(' ').collect();
-                    let (n, base): (u32, u32) = (t[0].parse().unwrap(), t[2].parse().unwrap());
-                    let map = t[4].trim_start_matches('@');
-                    let values: Vec<String> = (base..base + n)
-                        .map(|slot| {
-                            assert!(used.insert((map.to_string(), slot)), "slot shared: {r}");
-                            self.elements[&(map.to_string(), slot.to_string())].clone()
-                        })
-                        .collect();
-                    format!("{head}pick {} {map} {values:?}", t[3])
-                })
-                .collect();
-            chains.insert(name.clone(), rules);
-        }
-        let mut elements = BTreeMap::new();
+    /// Panics unless every frontend sent to a shared pick chain of N endpoints has exactly
+    /// backend elements 0..N, no backend element belongs to no such frontend (a leak), and
+    /// every pick chain is in use; returns the model for comparison.
+    fn checked(&self) -> &Model {
+        let mut wanted = BTreeSet::new();
         for ((map, key), value) in &self.elements {
-            if SLOT_MAPS.contains(&map.as_str()) {
-                assert!(
-                    used.contains(&(map.clone(), key.parse().unwrap())),
-                    "leaked slot {map} {key}"
-                );
-            } else {
-                elements.insert((map.clone(), key.clone()), value.clone());
+            let Some(pick) = value.strip_prefix("goto pick-") else {
+                continue;
+            };
+            assert!(map.starts_with("svc"), "{map} {key} {value}");
+            let p: Vec<&str> = pick.split('-').collect();
+            let n: u32 = p[2].parse().unwrap();
+            let k: Vec<&str> = key.split(" . ").collect();
+            let be = format!("be{}{}", &p[0][1..], p[1]);
+            for i in 0..n {
+                wanted.insert((be.clone(), format!("{} . {} . {i}", k[0], k[2])));
             }
         }
-        Model {
-            sets: self.sets.clone(),
-            counters: self.counters.clone(),
-            chains,
-            elements,
+        let have: BTreeSet<(String, String)> = self
+            .elements
+            .keys()
+            .filter(|(m, _)| BACKEND_MAPS.contains(&m.as_str()))
+            .cloned()
+            .collect();
+        assert_eq!(
+            have, wanted,
+            "backend elements differ from what the pick chains read"
+        );
+        for name in self.chains.keys().filter(|c| c.starts_with("pick-")) {
+            assert!(self.referenced(name), "unused shared chain {name}");
         }
+        self
     }
 }
 
@@ -303,30 +288,30 @@ proptest! {
     }
 
     #[test]
-    fn delta_transaction_reaches_the_full_ruleset(a in services(), b in services(), inline_max in 0..3usize) {
-        let cfg = NftConfig { inline_max, ..NftConfig::default() };
+    fn delta_transaction_reaches_the_full_ruleset(a in services(), b in services()) {
+        let cfg = NftConfig::default();
         let (pa, pb) = (plan(&a, NODE).plan, plan(&b, NODE).plan);
         let mut incremental = Model::default();
-        let (script, mut slots) = full_transaction(&cfg, &pa);
+        let (script, mut shared) = full_transaction(&cfg, &pa);
         incremental.run(&script);
-        incremental.run(&delta_transaction(&cfg, &pa, &mut slots, &diff(&pa, &pb)));
+        incremental.run(&delta_transaction(&cfg, &pa, &mut shared, &diff(&pa, &pb)));
         let mut fresh = Model::default();
         fresh.run(&full_transaction(&cfg, &pb).0);
-        prop_assert_eq!(incremental.resolved(), fresh.resolved());
+        prop_assert_eq!(incremental.checked(), fresh.checked());
     }
 
     #[test]
-    fn chained_deltas_reuse_slots_and_reach_the_full_ruleset(a in services(), b in services(), c in services(), inline_max in 0..3usize) {
-        let cfg = NftConfig { inline_max, ..NftConfig::default() };
+    fn chained_deltas_share_pick_chains_and_reach_the_full_ruleset(a in services(), b in services(), c in services()) {
+        let cfg = NftConfig::default();
         let plans: Vec<_> = [a, b, c].iter().map(|s| plan(s, NODE).plan).collect();
         let mut incremental = Model::default();
-        let (script, mut slots) = full_transaction(&cfg, &plans[0]);
+        let (script, mut shared) = full_transaction(&cfg, &plans[0]);
         incremental.run(&script);
         for w in plans.windows(2) {
-            incremental.run(&delta_transaction(&cfg, &w[0], &mut slots, &diff(&w[0], &w[1])));
+            incremental.run(&delta_transaction(&cfg, &w[0], &mut shared, &diff(&w[0], &w[1])));
         }
         let mut fresh = Model::default();
         fresh.run(&full_transaction(&cfg, &plans[2]).0);
-        prop_assert_eq!(incremental.resolved(), fresh.resolved());
+        prop_assert_eq!(incremental.checked(), fresh.checked());
     }
 }

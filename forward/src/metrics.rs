@@ -1,6 +1,7 @@
 //! The forwarder's Prometheus metrics, registered into the daemon's registry.
 
-use ferrolb_core::forward::ServiceKey;
+use crate::{CounterReading, FrontendCounts};
+use ferrolb_core::forward::{Frontend, ServiceKey};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,16 +26,17 @@ struct ServiceLabels {
     service: String,
 }
 
-/// Rule updates, their latency, endpoints in use and connections forwarded per Service.
+/// Rule updates, their latency, endpoints in use, connections and bytes forwarded per Service.
 #[derive(Debug, Clone)]
 pub struct ForwardMetrics {
     updates: Family<UpdateLabels, Counter>,
     latency: Histogram,
     endpoints: Family<ServiceLabels, Gauge>,
     connections: Family<ServiceLabels, Counter>,
-    // The kernel counters last read, to add only what they grew by (they restart from zero
-    // when a Service's rules are recreated, e.g. after a restart).
-    kernel_counts: Arc<Mutex<BTreeMap<ServiceKey, u64>>>,
+    bytes: Family<ServiceLabels, Counter>,
+    // The kernel counters last read, per Service and frontend, to add only what they grew by
+    // (they restart from zero when a frontend's counters are recreated, e.g. after a restart).
+    kernel_counts: Arc<Mutex<CounterReading>>,
     // Label sets currently exported, so Services that went away are removed.
     exported: Arc<Mutex<BTreeSet<ServiceLabels>>>,
 }
@@ -49,6 +51,7 @@ impl Default for ForwardMetrics {
             )),
             endpoints: Family::default(),
             connections: Family::default(),
+            bytes: Family::default(),
             kernel_counts: Arc::default(),
             exported: Arc::default(),
         }
@@ -78,26 +81,35 @@ impl ForwardMetrics {
             "Connections the kernel path forwarded, per Service (read from nftables counters)",
             self.connections.clone(),
         );
+        registry.register(
+            "forward_bytes",
+            "Bytes the kernel path forwarded per Service, both directions, IP headers included (read from nftables counters)",
+            self.bytes.clone(),
+        );
     }
 
-    /// Adds what each Service's kernel connection counter grew by since the last reading; a
-    /// counter lower than before was recreated and counts from zero.
-    pub fn observe_connections(&self, now: &BTreeMap<ServiceKey, u64>) {
+    /// Adds what each Service's kernel connection and byte counters (one pair per frontend)
+    /// grew by since the last reading; a counter lower than before was recreated and counts
+    /// from zero. Services no longer read are dropped.
+    pub fn observe_counters(&self, now: &CounterReading) {
         let mut last = self.kernel_counts.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, &n) in now {
-            let before = last.get(key).copied().unwrap_or(0);
-            let grew = if n >= before { n - before } else { n };
-            let labels = ServiceLabels {
-                namespace: key.namespace.clone(),
-                service: key.name.clone(),
-            };
-            self.connections.get_or_create(&labels).inc_by(grew);
+        let grew = |n: u64, before: u64| if n >= before { n - before } else { n };
+        let none = BTreeMap::new();
+        for (key, frontends) in now {
+            let before: &BTreeMap<Frontend, FrontendCounts> = last.get(key).unwrap_or(&none);
+            let (mut conns, mut bytes) = (0, 0);
+            for (fe, n) in frontends {
+                let b = before.get(fe).copied().unwrap_or_default();
+                conns += grew(n.connections, b.connections);
+                bytes += grew(n.bytes, b.bytes);
+            }
+            let labels = labels(key);
+            self.connections.get_or_create(&labels).inc_by(conns);
+            self.bytes.get_or_create(&labels).inc_by(bytes);
         }
         for gone in last.keys().filter(|k| !now.contains_key(*k)) {
-            self.connections.remove(&ServiceLabels {
-                namespace: gone.namespace.clone(),
-                service: gone.name.clone(),
-            });
+            self.connections.remove(&labels(gone));
+            self.bytes.remove(&labels(gone));
         }
         *last = now.clone();
     }
@@ -129,9 +141,17 @@ impl ForwardMetrics {
     }
 }
 
+fn labels(key: &ServiceKey) -> ServiceLabels {
+    ServiceLabels {
+        namespace: key.namespace.clone(),
+        service: key.name.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_core::forward::Protocol;
     use prometheus_client::encoding::text::encode;
 
     fn scrape(m: &ForwardMetrics) -> String {
@@ -143,19 +163,54 @@ mod tests {
     }
 
     #[test]
-    fn connections_follow_kernel_counters_across_resets_and_removals() {
+    fn connections_and_bytes_follow_kernel_counters_across_resets_and_removals() {
         let m = ForwardMetrics::default();
         let web = ServiceKey::new("default", "web");
         let dns = ServiceKey::new("kube-system", "dns");
-        m.observe_connections(&BTreeMap::from([(web.clone(), 5), (dns.clone(), 2)]));
-        m.observe_connections(&BTreeMap::from([(web.clone(), 8), (dns.clone(), 2)]));
-        let line = r#"forward_connections_total{namespace="default",service="web"} 8"#;
-        assert!(scrape(&m).contains(line), "{}", scrape(&m));
-        // The table was recreated: web's counter restarted and counted 3 since.
-        m.observe_connections(&BTreeMap::from([(web.clone(), 3)]));
+        let fe = |port| Frontend {
+            vip: "192.0.2.10".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port,
+        };
+        let c = |connections, bytes| FrontendCounts { connections, bytes };
+        let reading = |v: Vec<(&ServiceKey, u16, FrontendCounts)>| {
+            let mut r = CounterReading::new();
+            for (k, port, counts) in v {
+                r.entry(k.clone()).or_default().insert(fe(port), counts);
+            }
+            r
+        };
+        m.observe_counters(&reading(vec![
+            (&web, 80, c(5, 900)),
+            (&web, 443, c(4, 300)),
+            (&dns, 53, c(2, 80)),
+        ]));
+        m.observe_counters(&reading(vec![
+            (&web, 80, c(8, 1500)),
+            (&web, 443, c(4, 300)),
+            (&dns, 53, c(2, 80)),
+        ]));
         let text = scrape(&m);
-        let line = r#"forward_connections_total{namespace="default",service="web"} 11"#;
-        assert!(text.contains(line), "{text}");
+        for line in [
+            r#"forward_connections_total{namespace="default",service="web"} 12"#,
+            r#"forward_bytes_total{namespace="default",service="web"} 1800"#,
+            r#"forward_bytes_total{namespace="kube-system",service="dns"} 80"#,
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
+        // Port 443 was removed and added again: its counters restarted and counted 3 and 200
+        // since, while port 80's went on.
+        m.observe_counters(&reading(vec![
+            (&web, 80, c(9, 1600)),
+            (&web, 443, c(3, 200)),
+        ]));
+        let text = scrape(&m);
+        for line in [
+            r#"forward_connections_total{namespace="default",service="web"} 16"#,
+            r#"forward_bytes_total{namespace="default",service="web"} 2100"#,
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
         assert!(
             !text.contains("kube-system"),
             "a Service no longer forwarded is dropped: {text}"

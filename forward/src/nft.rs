@@ -2,9 +2,12 @@
 
 use crate::ForwardError;
 use ferrolb_core::forward::nft::{
-    NftConfig, counter_service, delta_transaction, full_transaction, remove_transaction,
+    CounterKind, NftConfig, SharedChains, counter_sets, delta_transaction, frontend_key,
+    full_transaction, remove_transaction,
 };
-use ferrolb_core::forward::{ForwardingPlan, ServiceKey, Slots, StaleFlow, diff, stale_udp_flows};
+use ferrolb_core::forward::{
+    ForwardingPlan, Frontend, ServiceKey, StaleFlow, diff, stale_udp_flows,
+};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -44,7 +47,7 @@ pub struct NftForwarder {
     config: NftConfig,
     argv: Vec<String>,
     conntrack: Vec<String>,
-    applied: Option<(ForwardingPlan, Slots)>,
+    applied: Option<(ForwardingPlan, SharedChains)>,
 }
 
 impl NftForwarder {
@@ -91,15 +94,15 @@ impl NftForwarder {
         // A full apply after a restart or a failure does not know what went before, so it
         // flushes nothing; the flows of endpoints it dropped then time out (UDP: 30-120 s).
         let mut stale = Vec::new();
-        let (kind, services_changed, script, slots) = match self.applied.take() {
+        let (kind, services_changed, script, shared) = match self.applied.take() {
             None => {
-                let (script, slots) = full_transaction(&self.config, plan);
-                (ApplyKind::Full, plan.services.len(), script, slots)
+                let (script, shared) = full_transaction(&self.config, plan);
+                (ApplyKind::Full, plan.services.len(), script, shared)
             }
-            Some((old, mut slots)) => {
+            Some((old, mut shared)) => {
                 let changes = diff(&old, plan);
                 if changes.is_empty() {
-                    self.applied = Some((old, slots));
+                    self.applied = Some((old, shared));
                     return Ok(ApplyReport {
                         kind: ApplyKind::Unchanged,
                         services_changed: 0,
@@ -108,9 +111,9 @@ impl NftForwarder {
                         flushed: Vec::new(),
                     });
                 }
-                let script = delta_transaction(&self.config, &old, &mut slots, &changes);
+                let script = delta_transaction(&self.config, &old, &mut shared, &changes);
                 stale = stale_udp_flows(&old, plan);
-                (ApplyKind::Incremental, changes.len(), script, slots)
+                (ApplyKind::Incremental, changes.len(), script, shared)
             }
         };
         if let Err(e) = self.nft(&["-f", "-"], &script) {
@@ -118,7 +121,7 @@ impl NftForwarder {
             warn!(table = %self.config.table, error = %e, ?kind, "nft transaction failed");
             return Err(e);
         }
-        self.applied = Some((plan.clone(), slots));
+        self.applied = Some((plan.clone(), shared));
         let elapsed = start.elapsed();
         info!(table = %self.config.table, ?kind, services_changed, ?elapsed, "forwarding rules applied");
         // After the rules: a flow flushed before them would be re-created to the old endpoint.
@@ -186,12 +189,42 @@ impl NftForwarder {
         Ok(())
     }
 
-    /// Connections forwarded per Service since its counter was created (the packets of its
-    /// `conn-…` counter, see [`ferrolb_core::forward::nft::connection_counter`]).
-    pub fn connections(&self) -> Result<BTreeMap<ServiceKey, u64>, ForwardError> {
-        let table = self.config.table.clone();
-        let text = self.nft(&["list", "counters", "table", "inet", &table], "")?;
-        Ok(parse_counters(&text))
+    /// Connections and bytes forwarded per Service and frontend since the frontend's counters
+    /// were created (they live while it forwards; see
+    /// [`ferrolb_core::forward::nft::counter_sets`]). Empty before the first apply.
+    pub fn counters(&self) -> Result<CounterReading, ForwardError> {
+        let Some((plan, _)) = &self.applied else {
+            return Ok(BTreeMap::new());
+        };
+        // One `nft` per set: nft 1.0.6 fails on a second `list set` in one `-f` script.
+        let mut text = String::new();
+        for (set, _) in counter_sets() {
+            let table = &self.config.table;
+            text += &self.nft(&["list", "set", "inet", table, set.as_str()], "")?;
+        }
+        let parsed = parse_set_counters(&text);
+        let mut out = CounterReading::new();
+        for (key, service) in &plan.services {
+            for fe in service.frontends.keys() {
+                let element = frontend_key(fe);
+                let mut counts = None;
+                for (set, kind) in counter_sets() {
+                    let Some(&(packets, bytes)) = parsed.get(&(set.as_str(), element.clone()))
+                    else {
+                        continue;
+                    };
+                    let c: &mut FrontendCounts = counts.get_or_insert_with(Default::default);
+                    match kind {
+                        CounterKind::Connections => c.connections = packets,
+                        CounterKind::Bytes => c.bytes = bytes,
+                    }
+                }
+                if let Some(c) = counts {
+                    out.entry(key.clone()).or_default().insert(*fe, c);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The table as the kernel holds it (`nft -a list table`), for diagnostics and tests.
@@ -205,22 +238,59 @@ impl NftForwarder {
     }
 }
 
-/// Per Service, the packets of its connection counter in `nft list counters` output:
-/// `counter <name> {` followed by `packets <n> bytes <m>`.
-fn parse_counters(text: &str) -> BTreeMap<ServiceKey, u64> {
+/// What the kernel counted for one frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrontendCounts {
+    /// Connections forwarded (first packets through the nat chain).
+    pub connections: u64,
+    /// Bytes forwarded, both directions, IP headers included.
+    pub bytes: u64,
+}
+
+/// Per Service, per forwarding frontend, its counts.
+pub type CounterReading = BTreeMap<ServiceKey, BTreeMap<Frontend, FrontendCounts>>;
+
+/// Per (set, element key), the packets and bytes of its counter in `nft list set` output:
+/// `set <name> {` … `elements = { <key> counter packets <n> bytes <m>, … }` (one or more lines).
+fn parse_set_counters(text: &str) -> BTreeMap<(&str, String), (u64, u64)> {
     let mut out = BTreeMap::new();
-    let mut current = None;
+    let mut set = None;
+    let mut elements: Option<String> = None;
     for line in text.lines().map(str::trim) {
-        if let Some(name) = line
-            .strip_prefix("counter ")
-            .and_then(|l| l.strip_suffix(" {"))
-        {
-            current = counter_service(name);
-        } else if let (Some(key), Some(rest)) = (&current, line.strip_prefix("packets ")) {
-            if let Some(Ok(n)) = rest.split(' ').next().map(str::parse) {
-                out.insert(key.clone(), n);
+        if let Some(name) = line.strip_prefix("set ").and_then(|l| l.strip_suffix(" {")) {
+            set = Some(name);
+            continue;
+        }
+        let body = match (elements.is_some(), line.strip_prefix("elements = {")) {
+            (false, Some(body)) => {
+                elements = Some(String::new());
+                body
             }
-            current = None;
+            (true, _) => line,
+            (false, None) => continue,
+        };
+        let acc = elements.as_mut().expect("collecting elements");
+        let (part, done) = match body.split_once('}') {
+            Some((part, _)) => (part, true),
+            None => (body, false),
+        };
+        acc.push_str(part);
+        acc.push(' ');
+        if !done {
+            continue;
+        }
+        let acc = elements.take().unwrap_or_default();
+        let Some(set) = set else { continue };
+        for item in acc.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let Some((key, counter)) = item.split_once(" counter packets ") else {
+                continue;
+            };
+            let Some((packets, bytes)) = counter.split_once(" bytes ") else {
+                continue;
+            };
+            if let (Ok(p), Ok(b)) = (packets.trim().parse(), bytes.trim().parse()) {
+                out.insert((set, key.trim().to_string()), (p, b));
+            }
         }
     }
     out
@@ -268,28 +338,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_connection_counters_and_ignores_others() {
+    fn reads_element_counters_of_one_and_several_lines_and_ignores_others() {
         let text = "table inet ferrolb {
-	counter conn-default/web {
-		packets 12 bytes 720
+	set conn4 {
+		type ipv4_addr . inet_proto . inet_service
+		counter
+		elements = { 192.0.2.10 . tcp . 80 counter packets 12 bytes 720 }
 	}
-	counter someone-elses {
-		packets 5 bytes 300
+}
+table inet ferrolb {
+	set bytes4 {
+		type ipv4_addr . inet_proto . inet_service
+		counter
+		elements = { 192.0.2.10 . tcp . 80 counter packets 40 bytes 5120,
+			     192.0.2.11 . udp . 53 counter packets 2 bytes 130,
+			     192.0.2.12 . udp . 54 counter packets x bytes 1 }
 	}
-	counter conn-kube-system/dns {
-		packets 0 bytes 0
+}
+table inet ferrolb {
+	set conn6 {
+		type ipv6_addr . inet_proto . inet_service
+		counter
 	}
 }
 ";
-        let got = parse_counters(text);
+        let got = parse_set_counters(text);
         assert_eq!(
             got,
             BTreeMap::from([
-                (ServiceKey::new("default", "web"), 12),
-                (ServiceKey::new("kube-system", "dns"), 0),
+                (("conn4", "192.0.2.10 . tcp . 80".to_string()), (12, 720)),
+                (("bytes4", "192.0.2.10 . tcp . 80".to_string()), (40, 5120)),
+                (("bytes4", "192.0.2.11 . udp . 53".to_string()), (2, 130)),
             ])
         );
-        assert!(parse_counters("").is_empty());
-        assert!(parse_counters("counter conn-bad {\n packets x bytes 1\n}").is_empty());
+        assert!(parse_set_counters("").is_empty());
     }
 }

@@ -28,7 +28,7 @@ pub struct RunSettings {
     pub poll: Duration,
     /// After a failed apply, how long to wait before retrying.
     pub retry: Duration,
-    /// How often to read the per-Service connection counters back for the metrics.
+    /// How often to read the per-Service connection and byte counters back for the metrics.
     pub counters: Duration,
 }
 
@@ -146,7 +146,7 @@ pub async fn run<K: Send + Sync + 'static>(
         let read_counters = counters_read.is_none_or(|t| t.elapsed() >= settings.counters);
         let (f, result, counts) = tokio::task::spawn_blocking(move || {
             let r = f.apply(&planned.plan);
-            let counts = (read_counters && r.is_ok()).then(|| f.connections());
+            let counts = (read_counters && r.is_ok()).then(|| f.counters());
             (f, r, counts)
         })
         .await
@@ -154,7 +154,7 @@ pub async fn run<K: Send + Sync + 'static>(
         fwd = Some(f);
         match counts {
             Some(Ok(c)) => {
-                metrics.observe_connections(&c);
+                metrics.observe_counters(&c);
                 counters_read = Some(Instant::now());
             }
             Some(Err(e)) => {

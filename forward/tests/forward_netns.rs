@@ -10,12 +10,11 @@
 
 mod netns;
 
-use ferrolb_core::forward::nft::NftConfig;
 use ferrolb_core::forward::{
     Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, plan,
 };
-use ferrolb_forward::{ApplyKind, NftForwarder};
+use ferrolb_forward::{ApplyKind, FrontendCounts, NftForwarder};
 use netns::{in_ns, sh};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -275,6 +274,22 @@ fn tally(
     (tags, peers)
 }
 
+/// Per Service, its frontends' counts added up.
+fn service_counts(fwd: &NftForwarder) -> BTreeMap<ServiceKey, FrontendCounts> {
+    let reading = fwd.counters().unwrap();
+    let sum = |fes: &BTreeMap<_, FrontendCounts>| {
+        fes.values()
+            .fold(FrontendCounts::default(), |a, c| FrontendCounts {
+                connections: a.connections + c.connections,
+                bytes: a.bytes + c.bytes,
+            })
+    };
+    reading
+        .iter()
+        .map(|(k, fes)| (k.clone(), sum(fes)))
+        .collect()
+}
+
 #[test]
 #[ignore = "needs root and network namespaces: run cargo xtask test as root"]
 fn tcp_reaches_every_backend_and_cluster_policy_masquerades() {
@@ -294,17 +309,20 @@ fn tcp_reaches_every_backend_and_cluster_policy_masquerades() {
         .collect();
     let (tags, peers) = tally(answers);
     assert_eq!(tags.keys().collect::<Vec<_>>(), ["b1", "b2"], "{tags:?}");
-    // Every connection is counted once, for its Service (the metrics read this).
+    // Every connection is counted once, for its Service (the metrics read this), and every
+    // byte both ways: at least SYN, SYN-ACK, ACK, request, reply (IP headers included).
     let web = ServiceKey::new("default", "web");
-    assert_eq!(
-        fwd.connections().unwrap(),
-        BTreeMap::from([(web.clone(), 40)])
-    );
-    // The count survives an endpoint change (the counter is kept, only the chain rewritten).
+    let counts = service_counts(&fwd);
+    assert_eq!(counts.keys().collect::<Vec<_>>(), [&web]);
+    assert_eq!(counts[&web].connections, 40);
+    assert!(counts[&web].bytes >= 40 * 5 * 40, "{counts:?}");
+    // The counts survive an endpoint change (the counters are kept, only elements rewritten).
     fwd.apply(&plan_of(&[service("web", &[VIP4], 80, &["198.18.1.2"])]))
         .unwrap();
     tcp_get(&lab.cl1, vip(VIP4, 80)).expect("tcp via VIP");
-    assert_eq!(fwd.connections().unwrap()[&web], 41);
+    let after = service_counts(&fwd)[&web];
+    assert_eq!(after.connections, 41);
+    assert!(after.bytes > counts[&web].bytes, "{after:?}");
     // Cluster policy: backends see the forwarder's own address on their link, never the client.
     assert!(
         peers.keys().all(|p| p == "198.18.1.1" || p == "198.18.2.1"),
@@ -506,13 +524,9 @@ fn udp_flows_move_to_a_live_endpoint_when_theirs_goes_away() {
 
 #[test]
 #[ignore = "needs root and network namespaces: run cargo xtask test as root"]
-fn large_services_balance_through_the_shared_slot_maps() {
+fn endpoints_are_data_in_the_shared_backend_maps() {
     let lab = Lab::new();
-    let cfg = NftConfig {
-        inline_max: 1,
-        ..NftConfig::default()
-    };
-    let mut fwd = lab.forwarder().with_config(cfg);
+    let mut fwd = lab.forwarder();
     let svc = service(
         "web",
         &[VIP4, VIP6],
@@ -545,12 +559,25 @@ fn large_services_balance_through_the_shared_slot_maps() {
         "dev",
         "eth0",
     ]);
-    let report = fwd.apply(&plan_of(&[moved])).unwrap();
+    let report = fwd.apply(&plan_of(std::slice::from_ref(&moved))).unwrap();
     assert!(!report.script.contains("chain"), "{}", report.script);
     let tcp: Vec<String> = (0..30)
         .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
         .collect();
     assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
+    // A third endpoint moves the frontend to the shared pick chain of three.
+    let mut grown = moved;
+    grown.endpoints.push(endpoint("198.18.2.2"));
+    let report = fwd.apply(&plan_of(&[grown])).unwrap();
+    assert!(
+        report.script.contains("goto pick-v4-tcp-3"),
+        "{}",
+        report.script
+    );
+    let tcp: Vec<String> = (0..40)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(tcp).0.len(), 2);
 }
 
 #[test]
@@ -574,15 +601,17 @@ fn updates_touch_only_the_changed_service_and_remove_leaves_nothing() {
     let web = service("web", &[VIP4], 80, &["198.18.1.2", "198.18.2.2"]);
     let api = service("api", &[VIP4], 81, &["198.18.1.2", "198.18.2.2"]);
     fwd.apply(&plan_of(&[web.clone(), api.clone()])).unwrap();
+    // The rules of the shared pick chains api uses (its own state is elements), with handles.
     let api_rules = |listing: &str| -> Vec<String> {
         listing
             .lines()
-            .filter(|l| l.contains("default/api"))
+            .filter(|l| l.contains("handle") && l.contains("mod 2 map"))
             .map(str::to_string)
             .collect()
     };
     let before = fwd.list().unwrap();
-    assert!(!api_rules(&before).is_empty());
+    assert_eq!(api_rules(&before).len(), 2, "{before}"); // TCP and UDP
+    tcp_get(&lab.cl1, vip(VIP4, 81)).unwrap();
 
     let mut web1 = web.clone();
     web1.endpoints.truncate(1);
@@ -593,8 +622,11 @@ fn updates_touch_only_the_changed_service_and_remove_leaves_nothing() {
     );
     assert!(!report.script.contains("default/api"), "{}", report.script);
     let after = fwd.list().unwrap();
-    // `nft -a` prints rule handles: the other Service's rules are the very same kernel objects.
+    // `nft -a` prints handles: the pick chains api shares are the very same kernel objects, and
+    // its elements were not recreated (their counters go on).
     assert_eq!(api_rules(&before), api_rules(&after));
+    let api_key = ServiceKey::new("default", "api");
+    assert_eq!(service_counts(&fwd)[&api_key].connections, 1);
     for _ in 0..10 {
         assert!(tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap().starts_with("b1 "));
     }
@@ -671,9 +703,34 @@ fn many_services_apply_whole_and_update_one_at_a_time() {
         changed[i].endpoints = eps.iter().map(|e| endpoint(e)).collect();
         let r = fwd.apply(&plan_of(&changed)).unwrap();
         assert_eq!((r.kind, r.services_changed), (ApplyKind::Incremental, 1));
+        // Only svc{i}'s frontend keys appear (counters are kept, so no name at all), plus a
+        // shared pick chain coming or going.
+        let (ip, port) = (probe.ip(), probe.port());
+        let mine = [
+            format!("{ip} . tcp . {port}"),
+            format!("{ip} . udp . {port}"),
+            format!("{ip} . {port} . "),
+        ];
+        for line in r
+            .script
+            .lines()
+            .filter(|l| !l.contains(" chain ") && !l.contains(" rule "))
+        {
+            let items = line.split_once('{').expect("element command").1;
+            assert!(
+                items
+                    .split(", ")
+                    .all(|e| mine.iter().any(|m| e.contains(m.as_str()))),
+                "round {round}: only svc{i} is touched: {}",
+                r.script
+            );
+        }
         assert!(
-            !r.script.contains(&format!("/svc{} ", i + 1)),
-            "only svc{i} is touched: {}",
+            r.script
+                .lines()
+                .filter(|l| l.contains(" chain ") || l.contains(" rule "))
+                .all(|l| l.contains(" pick-v4-")),
+            "{}",
             r.script
         );
         let answers = (0..12).map(|_| tcp_get(&lab.cl1, probe).expect("tcp via VIP"));

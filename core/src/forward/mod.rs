@@ -8,11 +8,9 @@
 mod flows;
 pub mod nft;
 mod plan;
-mod slots;
 
 pub use flows::{StaleFlow, stale_udp_flows};
 pub use plan::{FrontendConflict, Planned, plan};
-pub use slots::{SlotRange, Slots};
 
 use ipnet::IpNet;
 use std::collections::BTreeMap;

@@ -1,31 +1,37 @@
 //! Rendering a [`ForwardingPlan`] as nftables commands for `nft -f -`: one atomic transaction
 //! per call, in FerroLB's own `inet` table.
 //!
-//! Layout (kube-proxy's nftables dispatch, without its per-Service anonymous verdict maps: the
-//! number of sets, and of rules bound to a named map, does not grow with Services):
-//! - maps `svc4`/`svc6`: `vip . l4proto . port : goto svc-…` (nat prerouting dispatch);
-//! - maps `flt4`/`flt6`: `vip . l4proto . port : jump flt-…` for frontends that refuse someone
-//!   (source ranges, no endpoints), consulted first in the same nat chain (it still sees the
-//!   VIP; a client that is not refused returns and goes on to `svc4`). Nat chains see only a
-//!   connection's first packet, so established traffic passes one hook of ours, not two;
-//! - per Service port and family one `svc-…` chain: the masquerade mark, then up to
-//!   [`INLINE_MAX`] backends one `numgen random mod k 0 dnat …` rule each (uniform overall);
-//!   above that `dnat to numgen random mod N offset <base> map @be4tcp`, where `be4tcp`,
-//!   `be6udp`, … are shared slot → `endpoint . port` maps and the Service owns a [`Slots`] range;
-//! - with ClientIP affinity: per endpoint an `ep-…` chain (affinity update, DNAT) and an
-//!   `aff-…` dynamic set with the timeout, which the `svc-…` chain checks before picking;
-//! - `nat-postrouting` masquerades packets carrying the mark, as kube-proxy does;
-//! - per Service one named counter `conn-<namespace>/<name>`, counted by the first rule of its
-//!   `svc-…` chains: nat chains see only a connection's first packet, so its packets are the
-//!   Service's forwarded connections ([`connection_counter`]; read back with
-//!   `nft -j list counters table …`).
+//! Layout: per-Service state is *data* (map elements and named counters), so the table holds a
+//! handful of chains whatever the number of Services (ADR 0016). Per family, the nat
+//! prerouting chain looks the packet's `daddr . l4proto . dport` up in
+//! - `flt4`/`flt6` (`: jump flt-…` / `: goto refuse-…`): frontends that refuse some clients
+//!   (source ranges, a per-Service chain) or all (no endpoints, a shared chain);
+//! - `conn4`/`conn6`: a set with a counter per element (the kernel counts an element's
+//!   lookups). Nat chains see only a connection's first packet, so an element's packets are
+//!   the frontend's forwarded connections;
+//! - `masq4`/`masq6` (set): frontends whose connections are masqueraded (policy Cluster) get
+//!   the mark `nat-postrouting` masquerades, as kube-proxy's but with another bit;
+//! - `svc4`/`svc6` (`: goto pick-<v4|v6>-<proto>-<N>`): a shared pick chain per family,
+//!   protocol and endpoint count, created while some Service uses it, whose one rule is
+//!   `dnat to daddr . dport . numgen random mod N map @be4tcp`: the shared `be…` maps hold
+//!   `vip . port . index : endpoint . port`. An endpoint swap is then element changes only (no
+//!   table validation in the kernel); an endpoint count change moves one `svc4` element.
+//!   With ClientIP affinity the element goes to the Service's own `svc-…` chain instead, which
+//!   checks per-endpoint `aff-…` dynamic sets and picks through per-endpoint `ep-…` chains.
 //!
-//! Object names and slot ranges belong to one Service, so a change to one Service only ever
-//! touches its own chains and elements.
+//! A filter chain on the forward hook counts bytes per frontend (both directions) in the
+//! element counters of `bytes4`/`bytes6`, looked up by the connection's original destination.
+//! Counters are element data, not named objects, so `nft` has no objects to dump into its cache
+//! before each transaction; they live while their frontend forwards ([`counter_sets`],
+//! [`frontend_key`]). Few rules use each named map: the kernel walks a map's bindings whenever
+//! a rule binds to it (0009), so no rule is ever added per Service.
+//!
+//! Object names and element keys belong to one Service (its frontends), so a change to one
+//! Service only touches its own elements, counters and chains, plus a shared pick chain created
+//! when the first Service needs it or deleted when the last one leaves it.
 
-use super::slots::Slots;
 use super::{
-    AllowedSources, Backends, Change, ForwardingPlan, Protocol, ServiceKey, ServicePlan,
+    AllowedSources, Backends, Change, ForwardingPlan, Frontend, Protocol, ServiceKey, ServicePlan,
     SessionAffinity, SourceNat,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,9 +45,6 @@ pub struct NftConfig {
     pub table: String,
     /// Packet mark bit meaning "masquerade this connection" (kube-proxy uses 0x4000; we do not).
     pub masquerade_mark: u32,
-    /// Up to this many backends a Service port picks by one rule per backend, above it through
-    /// the shared slot maps (default [`INLINE_MAX`]).
-    pub inline_max: usize,
 }
 
 impl Default for NftConfig {
@@ -49,7 +52,6 @@ impl Default for NftConfig {
         Self {
             table: "ferrolb".into(),
             masquerade_mark: 0x0000_2000,
-            inline_max: INLINE_MAX,
         }
     }
 }
@@ -68,21 +70,33 @@ impl NftConfig {
     }
 }
 
-/// A map of the table.
+/// A map (or set) of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MapName {
-    /// IPv4 frontends that forward.
+    /// IPv4 frontends that forward: the pick chain.
     Svc4,
-    /// IPv6 frontends that forward.
+    /// IPv6 frontends that forward: the pick chain.
     Svc6,
     /// IPv4 frontends that refuse some or all clients.
     Flt4,
     /// IPv6 frontends that refuse some or all clients.
     Flt6,
-    /// Slot → IPv4 endpoint and port, per protocol (nft 1.0.6 cannot read back a `th dport`
-    /// map used after `meta l4proto tcp`, so each protocol gets its own typed map).
+    /// IPv4 frontends whose connections are masqueraded (a set).
+    Masq4,
+    /// IPv6 frontends whose connections are masqueraded (a set).
+    Masq6,
+    /// IPv4 frontends that forward, each with its connection counter (a set).
+    Conn4,
+    /// IPv6 frontends that forward, each with its connection counter (a set).
+    Conn6,
+    /// IPv4 frontends that forward, each with its byte counter (a set).
+    Bytes4,
+    /// IPv6 frontends that forward, each with its byte counter (a set).
+    Bytes6,
+    /// `vip . port . index` → IPv4 endpoint and port, per protocol (nft 1.0.6 cannot read back
+    /// a `th dport` map used after `meta l4proto tcp`, so each protocol gets its own typed map).
     Be4(Protocol),
-    /// Slot → IPv6 endpoint and port, per protocol.
+    /// `vip . port . index` → IPv6 endpoint and port, per protocol.
     Be6(Protocol),
 }
 
@@ -94,6 +108,12 @@ impl MapName {
             MapName::Svc6 => "svc6",
             MapName::Flt4 => "flt4",
             MapName::Flt6 => "flt6",
+            MapName::Masq4 => "masq4",
+            MapName::Masq6 => "masq6",
+            MapName::Conn4 => "conn4",
+            MapName::Conn6 => "conn6",
+            MapName::Bytes4 => "bytes4",
+            MapName::Bytes6 => "bytes6",
             MapName::Be4(Protocol::Tcp) => "be4tcp",
             MapName::Be4(Protocol::Udp) => "be4udp",
             MapName::Be4(Protocol::Sctp) => "be4sctp",
@@ -103,47 +123,70 @@ impl MapName {
         }
     }
 
-    /// The map's definition body.
-    fn definition(self) -> String {
-        match self {
-            MapName::Svc4 | MapName::Flt4 => {
-                "{ type ipv4_addr . inet_proto . inet_service : verdict; }".into()
+    /// `add map …` or `add set …` with the definition body.
+    fn definition(self, t: &str) -> String {
+        let frontend = |fam: Family| format!("{} . inet_proto . inet_service", fam.addr_type());
+        let (kind, body) = match self {
+            MapName::Svc4 | MapName::Flt4 => ("map", format!("{} : verdict", frontend(Family::V4))),
+            MapName::Svc6 | MapName::Flt6 => ("map", format!("{} : verdict", frontend(Family::V6))),
+            MapName::Conn4 | MapName::Bytes4 => {
+                ("set", format!("{}; counter", frontend(Family::V4)))
             }
-            MapName::Svc6 | MapName::Flt6 => {
-                "{ type ipv6_addr . inet_proto . inet_service : verdict; }".into()
+            MapName::Conn6 | MapName::Bytes6 => {
+                ("set", format!("{}; counter", frontend(Family::V6)))
             }
-            MapName::Be4(p) => format!(
-                "{{ typeof numgen random mod 1 : ip daddr . {} dport; }}",
-                p.as_str()
-            ),
-            MapName::Be6(p) => format!(
-                "{{ typeof numgen random mod 1 : ip6 daddr . {} dport; }}",
-                p.as_str()
-            ),
-        }
+            MapName::Masq4 => ("set", frontend(Family::V4)),
+            MapName::Masq6 => ("set", frontend(Family::V6)),
+            MapName::Be4(p) | MapName::Be6(p) => {
+                let (ip, p) = (
+                    if matches!(self, MapName::Be4(_)) {
+                        "ip"
+                    } else {
+                        "ip6"
+                    },
+                    p.as_str(),
+                );
+                let typeof_ = format!(
+                    "typeof {ip} daddr . {p} dport . numgen random mod 1 : {ip} daddr . {p} dport"
+                );
+                return format!("add map {t} {} {{ {typeof_}; }}", self.as_str());
+            }
+        };
+        format!("add {kind} {t} {} {{ type {body}; }}", self.as_str())
     }
 
-    /// Every map of the table.
+    /// Every map and set of the table.
     fn all() -> impl Iterator<Item = MapName> {
         let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
-        [MapName::Svc4, MapName::Svc6, MapName::Flt4, MapName::Flt6]
-            .into_iter()
-            .chain(protos.map(MapName::Be4))
-            .chain(protos.map(MapName::Be6))
+        [
+            MapName::Svc4,
+            MapName::Svc6,
+            MapName::Flt4,
+            MapName::Flt6,
+            MapName::Masq4,
+            MapName::Masq6,
+            MapName::Conn4,
+            MapName::Conn6,
+            MapName::Bytes4,
+            MapName::Bytes6,
+        ]
+        .into_iter()
+        .chain(protos.map(MapName::Be4))
+        .chain(protos.map(MapName::Be6))
     }
 }
 
-/// The nftables objects owned by one Service.
+/// The nftables objects one Service needs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceObjects {
     /// Set name → its definition body (`{ type …; }`).
     pub sets: BTreeMap<String, String>,
-    /// Named counters.
-    pub counters: BTreeSet<String>,
-    /// Chain name → its rules, in order.
+    /// Chain name → its rules, in order (the Service's own chains).
     pub chains: BTreeMap<String, Vec<String>>,
-    /// (map, key) → value (a verdict, or an endpoint for the `be` maps).
+    /// (map, key) → value (a verdict, a counter, an endpoint; empty for a set element).
     pub elements: BTreeMap<(MapName, String), String>,
+    /// Shared pick chains its elements jump to, with their rules.
+    pub shared: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,16 +211,35 @@ impl Family {
             Family::V6 => "ip6",
         }
     }
+    fn nfproto(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
     fn addr_type(self) -> &'static str {
         match self {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
         }
     }
-    fn maps(self) -> (MapName, MapName) {
+    /// svc, flt, masq, conn, bytes.
+    fn maps(self) -> [MapName; 5] {
         match self {
-            Family::V4 => (MapName::Svc4, MapName::Flt4),
-            Family::V6 => (MapName::Svc6, MapName::Flt6),
+            Family::V4 => [
+                MapName::Svc4,
+                MapName::Flt4,
+                MapName::Masq4,
+                MapName::Conn4,
+                MapName::Bytes4,
+            ],
+            Family::V6 => [
+                MapName::Svc6,
+                MapName::Flt6,
+                MapName::Masq6,
+                MapName::Conn6,
+                MapName::Bytes6,
+            ],
         }
     }
     fn backends(self, proto: Protocol) -> MapName {
@@ -192,11 +254,6 @@ impl Family {
 fn addr_part(ip: IpAddr) -> String {
     ip.to_string().replace(':', ".")
 }
-
-/// The default [`NftConfig::inline_max`]: up to this many backends a Service port picks one by
-/// a rule per backend; above it, through its slot range in the shared `be…` map. Every rule that uses a named map costs the kernel a
-/// walk of that map's bindings when it is added, so binding one per Service port is quadratic.
-pub const INLINE_MAX: usize = 16;
 
 /// The match that makes rule `i` of `n` pick its backend with probability 1/(n-i) among the
 /// rules left, so each of the `n` is picked with probability 1/n (as kube-proxy's iptables mode).
@@ -254,91 +311,69 @@ fn groups(service: &ServicePlan) -> Vec<Group<'_>> {
     by.into_values().collect()
 }
 
-/// The backend slots `service` needs, per group name, for [`Slots::assign`].
-pub fn slot_demand(cfg: &NftConfig, service: &ServicePlan) -> BTreeMap<String, u32> {
-    groups(service)
-        .iter()
-        .filter_map(|g| Some((g.name(), g.forwarded(service)?.len())))
-        .filter(|(_, n)| *n > cfg.inline_max && service.affinity == SessionAffinity::None)
-        .map(|(g, n)| (g, n as u32))
-        .collect()
+/// What an element counter of the table counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CounterKind {
+    /// Its packets are the frontend's forwarded connections.
+    Connections,
+    /// Its bytes are the frontend's forwarded bytes, both directions, IP headers included.
+    Bytes,
 }
 
-/// The name of the counter of `key`'s forwarded connections (see the module docs).
-pub fn connection_counter(key: &ServiceKey) -> String {
-    format!("conn-{key}")
+/// The shared pick chain of `n` endpoints for a family and protocol, with its one rule.
+fn pick_chain(fam: Family, proto: Protocol, n: usize) -> (String, Vec<String>) {
+    let (ip, p) = (fam.ip(), proto.as_str());
+    let name = format!("pick-{}-{p}-{n}", fam.tag());
+    let rule = format!(
+        "dnat {ip} to {ip} daddr . {p} dport . numgen random mod {n} map @{}",
+        fam.backends(proto).as_str()
+    );
+    (name, vec![rule])
 }
 
-/// The Service a [`connection_counter`] name belongs to.
-pub fn counter_service(counter: &str) -> Option<ServiceKey> {
-    let (namespace, name) = counter.strip_prefix("conn-")?.split_once('/')?;
-    Some(ServiceKey::new(namespace, name))
-}
-
-/// The objects rendering `service` needs, given the slots `slots` assigned to it (see
-/// [`slot_demand`]); a pure function of its arguments.
-pub fn service_objects(
-    cfg: &NftConfig,
-    key: &ServiceKey,
-    service: &ServicePlan,
-    slots: &Slots,
-) -> ServiceObjects {
+/// The objects rendering `service` needs; a pure function of its arguments.
+pub fn service_objects(key: &ServiceKey, service: &ServicePlan) -> ServiceObjects {
     let mut objs = ServiceObjects::default();
     for group in groups(service) {
         let (fam, proto, port) = (group.fam, group.proto, group.port);
         let id = format!("{key}/{}", group.name());
-        let (svc_map, flt_map) = fam.maps();
-        let be_map = fam.backends(proto);
+        let [svc_map, flt_map, masq_map, conn_map, bytes_map] = fam.maps();
         let filter = filter_rules(fam, proto, &service.allowed_sources, group.backends);
-        if !filter.is_empty() {
-            let chain = format!("flt-{id}");
+        if let Some(verdict) = filter_verdict(&id, &filter, proto) {
             for vip in &group.vips {
-                objs.elements.insert(
-                    (flt_map, element_key(*vip, proto, port)),
-                    format!("jump {chain}"),
-                );
+                objs.elements
+                    .insert((flt_map, element_key(*vip, proto, port)), verdict.clone());
             }
-            objs.chains.insert(chain, filter);
+            if verdict.starts_with("jump ") {
+                objs.chains.insert(format!("flt-{id}"), filter);
+            }
         }
         let Some(backends) = group.forwarded(service) else {
             continue;
         };
         let n = backends.len();
-        let svc_chain = format!("svc-{id}");
-        let counter = connection_counter(key);
-        let mut svc_rules = vec![format!("counter name {counter}")];
-        objs.counters.insert(counter);
+        let mut per_vip = vec![(conn_map, String::new()), (bytes_map, String::new())];
         if service.source_nat == SourceNat::Masquerade {
-            svc_rules.push(format!(
-                "meta mark set meta mark | {:#010x}",
-                cfg.masquerade_mark
-            ));
+            per_vip.push((masq_map, String::new()));
         }
-        match service.affinity {
-            SessionAffinity::None if n > cfg.inline_max => {
-                let base = slots
-                    .get(key, &group.name())
-                    .expect("slots assigned before rendering")
-                    .base;
-                for (i, be) in backends.iter().enumerate() {
-                    objs.elements.insert(
-                        (be_map, (base + i as u32).to_string()),
-                        format!("{} . {}", be.ip(), be.port()),
-                    );
-                }
-                svc_rules.push(format!(
-                    "meta l4proto {} dnat {} to numgen random mod {n} offset {base} map @{}",
-                    proto.as_str(),
-                    fam.ip(),
-                    be_map.as_str()
-                ));
-            }
+        let target = match service.affinity {
             SessionAffinity::None => {
-                for (i, be) in backends.iter().enumerate() {
-                    svc_rules.push(format!("{}{}", pick(i, n), dnat_rule(fam, proto, *be)));
+                let (chain, rules) = pick_chain(fam, proto, n);
+                objs.shared.insert(chain.clone(), rules);
+                let be_map = fam.backends(proto);
+                for vip in &group.vips {
+                    for (i, be) in backends.iter().enumerate() {
+                        objs.elements.insert(
+                            (be_map, format!("{vip} . {port} . {i}")),
+                            format!("{} . {}", be.ip(), be.port()),
+                        );
+                    }
                 }
+                chain
             }
             SessionAffinity::ClientIp { timeout_s } => {
+                let svc_chain = format!("svc-{id}");
+                let mut svc_rules = Vec::new();
                 let mut picks = Vec::new();
                 for (i, be) in backends.iter().enumerate() {
                     let ep_id = format!("{id}/{}/{}", addr_part(be.ip()), be.port());
@@ -359,14 +394,16 @@ pub fn service_objects(
                     picks.push(format!("{}goto {ep_chain}", pick(i, n)));
                 }
                 svc_rules.extend(picks);
+                objs.chains.insert(svc_chain.clone(), svc_rules);
+                svc_chain
             }
-        }
-        objs.chains.insert(svc_chain.clone(), svc_rules);
+        };
+        per_vip.push((svc_map, format!("goto {target}")));
         for vip in &group.vips {
-            objs.elements.insert(
-                (svc_map, element_key(*vip, proto, port)),
-                format!("goto {svc_chain}"),
-            );
+            for (map, value) in &per_vip {
+                objs.elements
+                    .insert((*map, element_key(*vip, proto, port)), value.clone());
+            }
         }
     }
     objs
@@ -376,8 +413,51 @@ fn element_key(vip: IpAddr, proto: Protocol, port: u16) -> String {
     format!("{vip} . {} . {port}", proto.as_str())
 }
 
+/// A frontend's element key as `nft list set` prints it.
+pub fn frontend_key(fe: &Frontend) -> String {
+    element_key(fe.vip, fe.protocol, fe.port)
+}
+
+/// The sets whose element counters hold each frontend's connections (their packets) and
+/// bytes (their bytes).
+pub fn counter_sets() -> [(MapName, CounterKind); 4] {
+    [
+        (MapName::Conn4, CounterKind::Connections),
+        (MapName::Conn6, CounterKind::Connections),
+        (MapName::Bytes4, CounterKind::Bytes),
+        (MapName::Bytes6, CounterKind::Bytes),
+    ]
+}
+
 fn dnat_rule(fam: Family, proto: Protocol, be: SocketAddr) -> String {
     format!("meta l4proto {} dnat {} to {be}", proto.as_str(), fam.ip())
+}
+
+/// The shared chains refusing every client of a frontend with no endpoints.
+const REFUSE_TCP: &str = "refuse-reset";
+const REFUSE_OTHER: &str = "refuse-unreachable";
+
+/// The `flt` element's verdict for these filter rules: a shared refusal when the frontend
+/// refuses everyone for want of endpoints, else a jump to the Service's own `flt-…` chain.
+fn filter_verdict(id: &str, filter: &[String], proto: Protocol) -> Option<String> {
+    match filter {
+        [] => None,
+        [only] if *only == no_endpoints_rule(proto) => Some(format!(
+            "goto {}",
+            match proto {
+                Protocol::Tcp => REFUSE_TCP,
+                Protocol::Udp | Protocol::Sctp => REFUSE_OTHER,
+            }
+        )),
+        _ => Some(format!("jump flt-{id}")),
+    }
+}
+
+fn no_endpoints_rule(proto: Protocol) -> String {
+    match proto {
+        Protocol::Tcp => "meta l4proto tcp reject with tcp reset".to_string(),
+        Protocol::Udp | Protocol::Sctp => "reject with icmpx port-unreachable".to_string(),
+    }
 }
 
 fn filter_rules(
@@ -411,12 +491,59 @@ fn filter_rules(
         rules.push(format!("{} saddr != {allowed} {refuse}", fam.ip()));
     }
     if let Backends::Reject(_) = backends {
-        rules.push(match proto {
-            Protocol::Tcp => "meta l4proto tcp reject with tcp reset".to_string(),
-            Protocol::Udp | Protocol::Sctp => "reject with icmpx port-unreachable".to_string(),
-        });
+        rules.push(no_endpoints_rule(proto));
     }
     rules
+}
+
+/// The shared pick chains that exist, with how many Service groups use each: kept by whoever
+/// applies transactions, so a chain is created with its first user and deleted after its last.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedChains {
+    users: BTreeMap<String, (u32, Vec<String>)>,
+}
+
+impl SharedChains {
+    /// The names of the shared chains in use.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.users.keys().cloned().collect()
+    }
+
+    fn acquire(&mut self, chains: &BTreeMap<String, Vec<String>>) {
+        for (name, rules) in chains {
+            self.users
+                .entry(name.clone())
+                .or_insert_with(|| (0, rules.clone()))
+                .0 += 1;
+        }
+    }
+
+    fn release(&mut self, chains: &BTreeMap<String, Vec<String>>) {
+        for name in chains.keys() {
+            if let Some(entry) = self.users.get_mut(name) {
+                entry.0 -= 1;
+                if entry.0 == 0 {
+                    self.users.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Commands creating the chains in use now that were not in `before`, and deleting those in
+    /// `before` no longer in use.
+    fn add_changes(&self, t: &str, before: &BTreeSet<String>, tx: &mut Transaction) {
+        for (name, (_, rules)) in &self.users {
+            if !before.contains(name) {
+                tx.add_chains.push(format!("add chain {t} {name}"));
+                tx.add_rules
+                    .extend(rules.iter().map(|r| format!("add rule {t} {name} {r}")));
+            }
+        }
+        for name in before.iter().filter(|n| !self.users.contains_key(*n)) {
+            tx.flush_chains.push(format!("flush chain {t} {name}"));
+            tx.del_chains.push(format!("delete chain {t} {name}"));
+        }
+    }
 }
 
 /// Commands in dependency order; see [`Transaction::add_diff`].
@@ -426,8 +553,6 @@ struct Transaction {
     flush_chains: Vec<String>,
     del_chains: Vec<String>,
     del_sets: Vec<String>,
-    del_counters: Vec<String>,
-    add_counters: Vec<String>,
     add_sets: Vec<String>,
     add_chains: Vec<String>,
     add_rules: Vec<String>,
@@ -435,10 +560,10 @@ struct Transaction {
 }
 
 impl Transaction {
-    /// Adds the commands turning `old` into `new`. Phases keep references valid inside the one
-    /// kernel transaction: map elements out, referring chains flushed, objects deleted, then
-    /// objects added, rules added, elements in. A slot another Service freed in the same
-    /// transaction is therefore deleted before it is added again.
+    /// Adds the commands turning `old` into `new` (shared chains aside). Phases keep references
+    /// valid inside the one kernel transaction: map elements out, referring chains flushed,
+    /// objects deleted, then objects added, rules added, elements in. An element another
+    /// Service freed in the same transaction is therefore deleted before it is added again.
     fn add_diff(&mut self, t: &str, old: &ServiceObjects, new: &ServiceObjects) {
         let changed_sets: BTreeSet<&String> = old
             .sets
@@ -458,10 +583,12 @@ impl Transaction {
         }
         for ((map, key), value) in &new.elements {
             if old.elements.get(&(*map, key.clone())) != Some(value) {
-                self.add_elements
-                    .entry(*map)
-                    .or_default()
-                    .push(format!("{key} : {value}"));
+                let element = if value.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{key} : {value}")
+                };
+                self.add_elements.entry(*map).or_default().push(element);
             }
         }
         for (name, rules) in &old.chains {
@@ -478,13 +605,6 @@ impl Transaction {
         }
         for name in &changed_sets {
             self.del_sets.push(format!("delete set {t} {name}"));
-        }
-        // Counters are kept while the Service has one, so its count survives rule changes.
-        for name in old.counters.difference(&new.counters) {
-            self.del_counters.push(format!("delete counter {t} {name}"));
-        }
-        for name in new.counters.difference(&old.counters) {
-            self.add_counters.push(format!("add counter {t} {name}"));
         }
         for (name, def) in &new.sets {
             if old.sets.get(name) != Some(def) {
@@ -525,8 +645,6 @@ impl Transaction {
             self.flush_chains,
             self.del_chains,
             self.del_sets,
-            self.del_counters,
-            self.add_counters,
             self.add_sets,
             self.add_chains,
             self.add_rules,
@@ -546,82 +664,113 @@ impl Transaction {
     }
 }
 
-/// The table, its maps and base chains (hooks), without any Service.
+/// The table, its maps, base chains (hooks) and shared refusal chains, without any Service.
 fn base_commands(cfg: &NftConfig) -> Vec<String> {
     let t = cfg.family_table();
     let mark = cfg.masquerade_mark;
     let mut v = vec![format!("add table {t}")];
-    for map in MapName::all() {
-        v.push(format!("add map {t} {} {}", map.as_str(), map.definition()));
-    }
+    v.extend(MapName::all().map(|m| m.definition(&t)));
     v.push(format!("add chain {t} nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"));
     v.push(format!("add chain {t} nat-postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"));
+    v.push(format!("add chain {t} filter-forward {{ type filter hook forward priority filter; policy accept; }}"));
+    v.push(format!("add chain {t} {REFUSE_TCP}"));
+    v.push(format!("add chain {t} {REFUSE_OTHER}"));
     for fam in [Family::V4, Family::V6] {
-        let (svc, flt) = fam.maps();
-        let ip = fam.ip();
+        let [svc, flt, masq, conn, _] = fam.maps();
+        let key = format!("{} daddr . meta l4proto . th dport", fam.ip());
         v.push(format!(
-            "add rule {t} nat-prerouting {ip} daddr . meta l4proto . th dport vmap @{}",
+            "add rule {t} nat-prerouting {key} vmap @{}",
             flt.as_str()
         ));
         v.push(format!(
-            "add rule {t} nat-prerouting {ip} daddr . meta l4proto . th dport vmap @{}",
+            "add rule {t} nat-prerouting {key} @{}",
+            conn.as_str()
+        ));
+        v.push(format!(
+            "add rule {t} nat-prerouting {key} @{} meta mark set meta mark | {mark:#010x}",
+            masq.as_str()
+        ));
+        v.push(format!(
+            "add rule {t} nat-prerouting {key} vmap @{}",
             svc.as_str()
         ));
+    }
+    // `ct original proto-dst` has a type only after a protocol match (nft 1.0.6), hence one
+    // rule per protocol; a rule whose protocol differs stops at its first comparison.
+    for fam in [Family::V4, Family::V6] {
+        let bytes = fam.maps()[4];
+        for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            v.push(format!(
+                "add rule {t} filter-forward meta nfproto {} meta l4proto {} ct original {} daddr . meta l4proto . ct original proto-dst @{}",
+                fam.nfproto(),
+                proto.as_str(),
+                fam.ip(),
+                bytes.as_str()
+            ));
+        }
     }
     v.push(format!(
         "add rule {t} nat-postrouting meta mark & {mark:#010x} != 0 meta mark set meta mark & {:#010x} masquerade fully-random",
         !mark
     ));
+    v.push(format!(
+        "add rule {t} {REFUSE_TCP} {}",
+        no_endpoints_rule(Protocol::Tcp)
+    ));
+    v.push(format!(
+        "add rule {t} {REFUSE_OTHER} {}",
+        no_endpoints_rule(Protocol::Udp)
+    ));
     v
 }
 
 /// One transaction that replaces whatever the table holds (left by a previous run or not)
-/// with exactly `plan`: create-if-missing, delete, recreate. Returns it with the slot
-/// assignment it used, which later [`delta_transaction`]s continue from.
-pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> (String, Slots) {
+/// with exactly `plan`: create-if-missing, delete, recreate. Returns it with the shared chains
+/// it created, which later [`delta_transaction`]s continue from.
+pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> (String, SharedChains) {
     let t = cfg.family_table();
     let mut head = vec![format!("add table {t}"), format!("delete table {t}")];
     head.extend(base_commands(cfg));
-    let mut slots = Slots::default();
+    let mut shared = SharedChains::default();
     let mut tx = Transaction::default();
     let empty = ServiceObjects::default();
     for (key, service) in &plan.services {
-        slots.assign(key, &slot_demand(cfg, service));
-        tx.add_diff(&t, &empty, &service_objects(cfg, key, service, &slots));
+        let objs = service_objects(key, service);
+        tx.add_diff(&t, &empty, &objs);
+        shared.acquire(&objs.shared);
     }
-    (tx.render(&t, head), slots)
+    shared.add_changes(&t, &BTreeSet::new(), &mut tx);
+    (tx.render(&t, head), shared)
 }
 
-/// One transaction applying `changes` to a table that holds exactly `old` with slots `slots`,
+/// One transaction applying `changes` to a table that holds exactly `old` with `shared` chains,
 /// which it updates; empty when nothing changes. Only objects of changed Services appear in it,
-/// and only those that differ.
+/// and only those that differ, plus shared chains gaining their first or losing their last user.
 pub fn delta_transaction(
     cfg: &NftConfig,
     old: &ForwardingPlan,
-    slots: &mut Slots,
+    shared: &mut SharedChains,
     changes: &[Change],
 ) -> String {
     let t = cfg.family_table();
     let mut tx = Transaction::default();
+    let before = shared.names();
     for change in changes {
         let key = change.key();
-        let before = old
+        let old_objs = old
             .services
             .get(key)
-            .map(|s| service_objects(cfg, key, s, slots))
+            .map(|s| service_objects(key, s))
             .unwrap_or_default();
-        let after = match change {
-            Change::Upsert { service, .. } => {
-                slots.assign(key, &slot_demand(cfg, service));
-                service_objects(cfg, key, service, slots)
-            }
-            Change::Remove { .. } => {
-                slots.remove(key);
-                ServiceObjects::default()
-            }
+        let new_objs = match change {
+            Change::Upsert { service, .. } => service_objects(key, service),
+            Change::Remove { .. } => ServiceObjects::default(),
         };
-        tx.add_diff(&t, &before, &after);
+        tx.add_diff(&t, &old_objs, &new_objs);
+        shared.release(&old_objs.shared);
+        shared.acquire(&new_objs.shared);
     }
+    shared.add_changes(&t, &before, &mut tx);
     tx.render(&t, Vec::new())
 }
 
