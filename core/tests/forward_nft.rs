@@ -84,8 +84,6 @@ add map inet ferrolb svc4 { type ipv4_addr . inet_proto . inet_service : verdict
 add map inet ferrolb svc6 { type ipv6_addr . inet_proto . inet_service : verdict; }
 add map inet ferrolb flt4 { type ipv4_addr . inet_proto . inet_service : verdict; }
 add map inet ferrolb flt6 { type ipv6_addr . inet_proto . inet_service : verdict; }
-add set inet ferrolb masq4 { type ipv4_addr . inet_proto . inet_service; }
-add set inet ferrolb masq6 { type ipv6_addr . inet_proto . inet_service; }
 add set inet ferrolb conn4 { type ipv4_addr . inet_proto . inet_service; counter; }
 add set inet ferrolb conn6 { type ipv6_addr . inet_proto . inet_service; counter; }
 add set inet ferrolb bytes4 { type ipv4_addr . inet_proto . inet_service; counter; }
@@ -103,11 +101,9 @@ add chain inet ferrolb refuse-reset
 add chain inet ferrolb refuse-unreachable
 add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport vmap @flt4
 add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport @conn4
-add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport @masq4 meta mark set meta mark | 0x00002000
 add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport vmap @svc4
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @flt6
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport @conn6
-add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport @masq6 meta mark set meta mark | 0x00002000
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @svc6
 add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto tcp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4
 add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto udp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4
@@ -122,20 +118,18 @@ add set inet ferrolb aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { type ipv4_a
 add chain inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add chain inet ferrolb flt-kube-system/dns/udp/53/v4
 add chain inet ferrolb svc-kube-system/dns/udp/53/v4
-add chain inet ferrolb pick-v4-tcp-2
-add chain inet ferrolb pick-v6-tcp-1
+add chain inet ferrolb pick-v4-tcp-2-masq
+add chain inet ferrolb pick-v6-tcp-1-masq
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 update @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 { ip saddr }
 add rule inet ferrolb ep-kube-system/dns/udp/53/v4/198.18.1.3/5353 meta l4proto udp dnat ip to 198.18.1.3:5353
 add rule inet ferrolb flt-kube-system/dns/udp/53/v4 ip saddr != 192.0.2.0/28 reject with icmpx admin-prohibited
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 ip saddr @aff-kube-system/dns/udp/53/v4/198.18.1.3/5353 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
 add rule inet ferrolb svc-kube-system/dns/udp/53/v4 goto ep-kube-system/dns/udp/53/v4/198.18.1.3/5353
-add rule inet ferrolb pick-v4-tcp-2 dnat ip to ip daddr . tcp dport . numgen random mod 2 map @be4tcp
-add rule inet ferrolb pick-v6-tcp-1 dnat ip6 to ip6 daddr . tcp dport . numgen random mod 1 map @be6tcp
-add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto pick-v4-tcp-2, 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
-add element inet ferrolb svc6 { 2001:db8::10 . tcp . 80 : goto pick-v6-tcp-1 }
+add rule inet ferrolb pick-v4-tcp-2-masq meta mark set meta mark | 0x00002000 dnat ip to ip daddr . tcp dport . numgen random mod 2 map @be4tcp
+add rule inet ferrolb pick-v6-tcp-1-masq meta mark set meta mark | 0x00002000 dnat ip6 to ip6 daddr . tcp dport . numgen random mod 1 map @be6tcp
+add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto pick-v4-tcp-2-masq, 192.0.2.11 . udp . 53 : goto svc-kube-system/dns/udp/53/v4 }
+add element inet ferrolb svc6 { 2001:db8::10 . tcp . 80 : goto pick-v6-tcp-1-masq }
 add element inet ferrolb flt4 { 192.0.2.12 . tcp . 443 : goto refuse-reset, 192.0.2.11 . udp . 53 : jump flt-kube-system/dns/udp/53/v4 }
-add element inet ferrolb masq4 { 192.0.2.10 . tcp . 80 }
-add element inet ferrolb masq6 { 2001:db8::10 . tcp . 80 }
 add element inet ferrolb conn4 { 192.0.2.10 . tcp . 80, 192.0.2.11 . udp . 53 }
 add element inet ferrolb conn6 { 2001:db8::10 . tcp . 80 }
 add element inet ferrolb bytes4 { 192.0.2.10 . tcp . 80, 192.0.2.11 . udp . 53 }
@@ -154,7 +148,7 @@ fn full_ruleset_golden() {
     assert_eq!(got, FULL);
     assert_eq!(
         shared.names().into_iter().collect::<Vec<_>>(),
-        ["pick-v4-tcp-2", "pick-v6-tcp-1"]
+        ["pick-v4-tcp-2-masq", "pick-v6-tcp-1-masq"]
     );
 }
 
@@ -196,20 +190,20 @@ fn endpoint_count_change_moves_the_frontend_to_another_shared_pick_chain() {
     let new = plan(&[web_with(&three), dns(), empty()], "node-a").plan;
     let mut shared = full_transaction(&cfg, &old).1;
     let got = delta_transaction(&cfg, &old, &mut shared, &diff(&old, &new));
-    // web was pick-v4-tcp-2's only user: that chain goes, pick-v4-tcp-3 comes.
+    // web was pick-v4-tcp-2-masq's only user: that chain goes, pick-v4-tcp-3-masq comes.
     assert_eq!(
         got,
         "\
 delete element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 }
-flush chain inet ferrolb pick-v4-tcp-2
-delete chain inet ferrolb pick-v4-tcp-2
-add chain inet ferrolb pick-v4-tcp-3
-add rule inet ferrolb pick-v4-tcp-3 dnat ip to ip daddr . tcp dport . numgen random mod 3 map @be4tcp
-add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto pick-v4-tcp-3 }
+flush chain inet ferrolb pick-v4-tcp-2-masq
+delete chain inet ferrolb pick-v4-tcp-2-masq
+add chain inet ferrolb pick-v4-tcp-3-masq
+add rule inet ferrolb pick-v4-tcp-3-masq meta mark set meta mark | 0x00002000 dnat ip to ip daddr . tcp dport . numgen random mod 3 map @be4tcp
+add element inet ferrolb svc4 { 192.0.2.10 . tcp . 80 : goto pick-v4-tcp-3-masq }
 add element inet ferrolb be4tcp { 192.0.2.10 . 80 . 2 : 198.18.3.2 . 8080 }
 "
     );
-    // Another Service with two endpoints: pick-v4-tcp-2 is created again, and web's chain,
+    // Another Service with two endpoints: pick-v4-tcp-2-masq is created again, and web's chain,
     // elements and counters do not appear.
     let mut other = web_with(&["198.18.5.2", "198.18.6.2"]);
     other.key = ServiceKey::new("default", "other");
@@ -218,7 +212,7 @@ add element inet ferrolb be4tcp { 192.0.2.10 . 80 . 2 : 198.18.3.2 . 8080 }
     let got = delta_transaction(&cfg, &new, &mut shared, &diff(&new, &newer));
     assert!(!got.contains("web"), "{got}");
     assert!(
-        got.contains("add chain inet ferrolb pick-v4-tcp-2\n"),
+        got.contains("add chain inet ferrolb pick-v4-tcp-2-masq\n"),
         "{got}"
     );
     assert!(!got.contains("pick-v4-tcp-3"), "{got}");

@@ -9,11 +9,11 @@
 //! - `conn4`/`conn6`: a set with a counter per element (the kernel counts an element's
 //!   lookups). Nat chains see only a connection's first packet, so an element's packets are
 //!   the frontend's forwarded connections;
-//! - `masq4`/`masq6` (set): frontends whose connections are masqueraded (policy Cluster) get
-//!   the mark `nat-postrouting` masquerades, as kube-proxy's but with another bit;
-//! - `svc4`/`svc6` (`: goto pick-<v4|v6>-<proto>-<N>`): a shared pick chain per family,
-//!   protocol and endpoint count, created while some Service uses it, whose one rule is
-//!   `dnat to daddr . dport . numgen random mod N map @be4tcp`: the shared `be…` maps hold
+//! - `svc4`/`svc6` (`: goto pick-<v4|v6>-<proto>-<N>[-masq]`): a shared pick chain per
+//!   family, protocol, endpoint count and source NAT, created while some Service uses it, whose
+//!   one rule is `[meta mark set …] dnat to daddr . dport . numgen random mod N map @be4tcp`
+//!   (the mark is what `nat-postrouting` masquerades, kube-proxy's scheme with another bit,
+//!   for policy Cluster): the shared `be…` maps hold
 //!   `vip . port . index : endpoint . port`. An endpoint swap is then element changes only (no
 //!   table validation in the kernel); an endpoint count change moves one `svc4` element.
 //!   With ClientIP affinity the element goes to the Service's own `svc-…` chain instead, which
@@ -81,10 +81,6 @@ pub enum MapName {
     Flt4,
     /// IPv6 frontends that refuse some or all clients.
     Flt6,
-    /// IPv4 frontends whose connections are masqueraded (a set).
-    Masq4,
-    /// IPv6 frontends whose connections are masqueraded (a set).
-    Masq6,
     /// IPv4 frontends that forward, each with its connection counter (a set).
     Conn4,
     /// IPv6 frontends that forward, each with its connection counter (a set).
@@ -108,8 +104,6 @@ impl MapName {
             MapName::Svc6 => "svc6",
             MapName::Flt4 => "flt4",
             MapName::Flt6 => "flt6",
-            MapName::Masq4 => "masq4",
-            MapName::Masq6 => "masq6",
             MapName::Conn4 => "conn4",
             MapName::Conn6 => "conn6",
             MapName::Bytes4 => "bytes4",
@@ -135,8 +129,6 @@ impl MapName {
             MapName::Conn6 | MapName::Bytes6 => {
                 ("set", format!("{}; counter", frontend(Family::V6)))
             }
-            MapName::Masq4 => ("set", frontend(Family::V4)),
-            MapName::Masq6 => ("set", frontend(Family::V6)),
             MapName::Be4(p) | MapName::Be6(p) => {
                 let (ip, p) = (
                     if matches!(self, MapName::Be4(_)) {
@@ -163,8 +155,6 @@ impl MapName {
             MapName::Svc6,
             MapName::Flt4,
             MapName::Flt6,
-            MapName::Masq4,
-            MapName::Masq6,
             MapName::Conn4,
             MapName::Conn6,
             MapName::Bytes4,
@@ -223,20 +213,18 @@ impl Family {
             Family::V6 => "ipv6_addr",
         }
     }
-    /// svc, flt, masq, conn, bytes.
-    fn maps(self) -> [MapName; 5] {
+    /// svc, flt, conn, bytes.
+    fn maps(self) -> [MapName; 4] {
         match self {
             Family::V4 => [
                 MapName::Svc4,
                 MapName::Flt4,
-                MapName::Masq4,
                 MapName::Conn4,
                 MapName::Bytes4,
             ],
             Family::V6 => [
                 MapName::Svc6,
                 MapName::Flt6,
-                MapName::Masq6,
                 MapName::Conn6,
                 MapName::Bytes6,
             ],
@@ -320,24 +308,40 @@ pub enum CounterKind {
     Bytes,
 }
 
-/// The shared pick chain of `n` endpoints for a family and protocol, with its one rule.
-fn pick_chain(fam: Family, proto: Protocol, n: usize) -> (String, Vec<String>) {
+/// The rule marking a connection for masquerading in `nat-postrouting`.
+fn mark_rule(cfg: &NftConfig) -> String {
+    format!("meta mark set meta mark | {:#010x}", cfg.masquerade_mark)
+}
+
+/// The shared pick chain of `n` endpoints for a family, protocol and source NAT, with its one
+/// rule.
+fn pick_chain(
+    cfg: &NftConfig,
+    fam: Family,
+    proto: Protocol,
+    n: usize,
+    nat: SourceNat,
+) -> (String, Vec<String>) {
     let (ip, p) = (fam.ip(), proto.as_str());
-    let name = format!("pick-{}-{p}-{n}", fam.tag());
+    let (suffix, mark) = match nat {
+        SourceNat::Masquerade => ("-masq", format!("{} ", mark_rule(cfg))),
+        SourceNat::PreserveClient => ("", String::new()),
+    };
+    let name = format!("pick-{}-{p}-{n}{suffix}", fam.tag());
     let rule = format!(
-        "dnat {ip} to {ip} daddr . {p} dport . numgen random mod {n} map @{}",
+        "{mark}dnat {ip} to {ip} daddr . {p} dport . numgen random mod {n} map @{}",
         fam.backends(proto).as_str()
     );
     (name, vec![rule])
 }
 
 /// The objects rendering `service` needs; a pure function of its arguments.
-pub fn service_objects(key: &ServiceKey, service: &ServicePlan) -> ServiceObjects {
+pub fn service_objects(cfg: &NftConfig, key: &ServiceKey, service: &ServicePlan) -> ServiceObjects {
     let mut objs = ServiceObjects::default();
     for group in groups(service) {
         let (fam, proto, port) = (group.fam, group.proto, group.port);
         let id = format!("{key}/{}", group.name());
-        let [svc_map, flt_map, masq_map, conn_map, bytes_map] = fam.maps();
+        let [svc_map, flt_map, conn_map, bytes_map] = fam.maps();
         let filter = filter_rules(fam, proto, &service.allowed_sources, group.backends);
         if let Some(verdict) = filter_verdict(&id, &filter, proto) {
             for vip in &group.vips {
@@ -353,12 +357,9 @@ pub fn service_objects(key: &ServiceKey, service: &ServicePlan) -> ServiceObject
         };
         let n = backends.len();
         let mut per_vip = vec![(conn_map, String::new()), (bytes_map, String::new())];
-        if service.source_nat == SourceNat::Masquerade {
-            per_vip.push((masq_map, String::new()));
-        }
         let target = match service.affinity {
             SessionAffinity::None => {
-                let (chain, rules) = pick_chain(fam, proto, n);
+                let (chain, rules) = pick_chain(cfg, fam, proto, n, service.source_nat);
                 objs.shared.insert(chain.clone(), rules);
                 let be_map = fam.backends(proto);
                 for vip in &group.vips {
@@ -374,6 +375,9 @@ pub fn service_objects(key: &ServiceKey, service: &ServicePlan) -> ServiceObject
             SessionAffinity::ClientIp { timeout_s } => {
                 let svc_chain = format!("svc-{id}");
                 let mut svc_rules = Vec::new();
+                if service.source_nat == SourceNat::Masquerade {
+                    svc_rules.push(mark_rule(cfg));
+                }
                 let mut picks = Vec::new();
                 for (i, be) in backends.iter().enumerate() {
                     let ep_id = format!("{id}/{}/{}", addr_part(be.ip()), be.port());
@@ -676,7 +680,7 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
     v.push(format!("add chain {t} {REFUSE_TCP}"));
     v.push(format!("add chain {t} {REFUSE_OTHER}"));
     for fam in [Family::V4, Family::V6] {
-        let [svc, flt, masq, conn, _] = fam.maps();
+        let [svc, flt, conn, _] = fam.maps();
         let key = format!("{} daddr . meta l4proto . th dport", fam.ip());
         v.push(format!(
             "add rule {t} nat-prerouting {key} vmap @{}",
@@ -687,10 +691,6 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
             conn.as_str()
         ));
         v.push(format!(
-            "add rule {t} nat-prerouting {key} @{} meta mark set meta mark | {mark:#010x}",
-            masq.as_str()
-        ));
-        v.push(format!(
             "add rule {t} nat-prerouting {key} vmap @{}",
             svc.as_str()
         ));
@@ -698,7 +698,7 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
     // `ct original proto-dst` has a type only after a protocol match (nft 1.0.6), hence one
     // rule per protocol; a rule whose protocol differs stops at its first comparison.
     for fam in [Family::V4, Family::V6] {
-        let bytes = fam.maps()[4];
+        let bytes = fam.maps()[3];
         for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
             v.push(format!(
                 "add rule {t} filter-forward meta nfproto {} meta l4proto {} ct original {} daddr . meta l4proto . ct original proto-dst @{}",
@@ -735,7 +735,7 @@ pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> (String, Shar
     let mut tx = Transaction::default();
     let empty = ServiceObjects::default();
     for (key, service) in &plan.services {
-        let objs = service_objects(key, service);
+        let objs = service_objects(cfg, key, service);
         tx.add_diff(&t, &empty, &objs);
         shared.acquire(&objs.shared);
     }
@@ -760,10 +760,10 @@ pub fn delta_transaction(
         let old_objs = old
             .services
             .get(key)
-            .map(|s| service_objects(key, s))
+            .map(|s| service_objects(cfg, key, s))
             .unwrap_or_default();
         let new_objs = match change {
-            Change::Upsert { service, .. } => service_objects(key, service),
+            Change::Upsert { service, .. } => service_objects(cfg, key, service),
             Change::Remove { .. } => ServiceObjects::default(),
         };
         tx.add_diff(&t, &old_objs, &new_objs);
