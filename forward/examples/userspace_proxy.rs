@@ -7,12 +7,15 @@
 //!   removes the interception;
 //! - `intercept <vip> <port,…>`: only the interception (for HAProxy binding `transparent`);
 //! - `remove`: removes the interception.
+//!
+//! `USERSPACE_PROXY_RELAY=copy:<buffer>` or `splice:<pipe>:<buffer>` (bytes) replaces the
+//! default [`Relay`] of `proxy`, for comparing relays on the bench's namespaces.
 
 use ferrolb_core::forward::{
     AllowedSources, Backends, EndpointPool, Frontend, Protocol, ServiceKey,
 };
 use ferrolb_forward::userspace::{
-    InterceptConfig, Interceptor, ProxyFrontend, ProxySettings, TcpProxy, UserspaceMetrics,
+    InterceptConfig, Interceptor, ProxyFrontend, ProxySettings, Relay, TcpProxy, UserspaceMetrics,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -66,7 +69,11 @@ fn proxy(vip: IpAddr, ports: &[u16], backends: &[IpAddr], threads: usize) -> Res
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut proxy = TcpProxy::new(ProxySettings::default(), UserspaceMetrics::default());
+        let mut settings = ProxySettings::default();
+        if let Ok(spec) = std::env::var("USERSPACE_PROXY_RELAY") {
+            settings.relay = relay(&spec)?;
+        }
+        let mut proxy = TcpProxy::new(settings, UserspaceMetrics::default());
         let wanted: BTreeMap<Frontend, ProxyFrontend> = ports
             .iter()
             .map(|&port| {
@@ -111,4 +118,19 @@ fn proxy(vip: IpAddr, ports: &[u16], backends: &[IpAddr], threads: usize) -> Res
         proxy.shutdown(Duration::ZERO).await;
         interceptor.remove().map_err(|e| e.to_string())
     })
+}
+
+/// `copy:<buffer>` or `splice:<pipe>:<buffer>`.
+fn relay(spec: &str) -> Result<Relay, String> {
+    let n = |s: &str| s.parse::<usize>().map_err(|e| format!("{spec:?}: {e}"));
+    match spec.split(':').collect::<Vec<_>>().as_slice() {
+        ["copy", buffer] => Ok(Relay::Copy { buffer: n(buffer)? }),
+        ["splice", pipe, buffer] => Ok(Relay::Splice {
+            pipe: n(pipe)?,
+            buffer: n(buffer)?,
+        }),
+        _ => Err(format!(
+            "USERSPACE_PROXY_RELAY={spec:?}: expected copy:<buffer> or splice:<pipe>:<buffer>"
+        )),
+    }
 }

@@ -627,8 +627,13 @@ fn open_with(line: &str) -> std::io::Result<(TcpStream, String)> {
     Ok((s, String::from_utf8_lossy(&name).into_owned()))
 }
 
+/// Splicing (switched to after the first 1 KiB read that fills the buffer; the request line
+/// and short reads are copied) and copying only.
 const RELAYS: [Relay; 2] = [
-    Relay::Splice { pipe: 64 * 1024 },
+    Relay::Splice {
+        pipe: 64 * 1024,
+        buffer: 1024,
+    },
     Relay::Copy { buffer: 64 * 1024 },
 ];
 

@@ -44,7 +44,10 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
-            relay: Relay::Splice { pipe: 64 * 1024 },
+            relay: Relay::Splice {
+                pipe: 256 * 1024,
+                buffer: 16 * 1024,
+            },
             connect_timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
             source_ports: 61_000..=65_535,

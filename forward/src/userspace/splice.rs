@@ -3,33 +3,43 @@
 //! driven by tokio's readiness. The behaviour is `tokio::io::copy_bidirectional`'s: an EOF on
 //! one side becomes a FIN (`shutdown(SHUT_WR)`) on the other while the opposite direction keeps
 //! flowing, the result counts the bytes delivered each way, and the first error (a reset, a
-//! broken pipe) ends both directions so the caller can pass the abort on. Where the kernel
-//! refuses to splice (`EINVAL` before any byte moved), that direction copies through a buffer.
+//! broken pipe) ends both directions so the caller can pass the abort on. Small messages are
+//! copied (fewer syscalls); a direction splices while its reads are large. Where the kernel
+//! refuses to splice (`EINVAL`, nothing moved) or no pipe can be had, that direction copies.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use nix::unistd::pipe2;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use tokio::io::{AsyncWriteExt, BufReader, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 /// How bytes move from one socket to the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relay {
-    /// Through a pipe of this many bytes per direction with `splice(2)`, no copy into userspace.
+    /// Small messages are copied through a buffer of `buffer` bytes per direction; once a read
+    /// fills the buffer (bulk), that direction splices through a pipe of `pipe` bytes without
+    /// copying into userspace, and goes back to copying when a splice moves less than a page.
+    /// A splice costs one syscall more per message than a copy (the pipe's second hop), which
+    /// only pays off for large reads.
     Splice {
         /// The pipe's capacity (`F_SETPIPE_SZ`; the kernel rounds up to pages and caps it at
         /// `fs.pipe-max-size`), which is also the most one splice call moves.
         pipe: usize,
+        /// The copy buffer, whose filling switches to splicing.
+        buffer: usize,
     },
-    /// Through a userspace buffer of this many bytes per direction (read and write).
+    /// Always through a userspace buffer of this many bytes per direction (read and write).
     Copy {
         /// The buffer per direction.
         buffer: usize,
     },
 }
+
+/// A splice moving less than this sends the direction back to copying.
+const SMALL: usize = 4096;
 
 /// Carries both directions until both ended; returns the bytes delivered client to server and
 /// server to client, or the first error of either direction.
@@ -46,30 +56,69 @@ pub(super) async fn relay(
     )
 }
 
+/// Where one direction stands with its pipe.
+enum PipeState {
+    /// Not needed yet (no read has filled the buffer).
+    NotYet,
+    /// Made: splicing while reads are large.
+    Made(Pipe),
+    /// The kernel cannot splice here (no pipe, or `EINVAL`): copying only.
+    Unavailable,
+}
+
 /// One direction until EOF, then the FIN onwards.
 async fn one_way(from: &mut ReadHalf<'_>, to: &mut WriteHalf<'_>, how: Relay) -> io::Result<u64> {
-    let spliced = match how {
-        Relay::Splice { pipe } => match Pipe::new(pipe) {
-            Ok(p) => p.pump(from.as_ref(), to.as_ref()).await?,
-            Err(e) => {
-                tracing::debug!(error = %e, "no pipe for splice; copying");
-                None
+    let (buffer, pipe_size, mut pipe) = match how {
+        Relay::Splice { pipe, buffer } => (buffer, pipe, PipeState::NotYet),
+        Relay::Copy { buffer } => (buffer, 0, PipeState::Unavailable),
+    };
+    let mut buf = vec![0u8; buffer.max(1)];
+    let mut total = 0u64;
+    let mut splicing = false;
+    loop {
+        if splicing && let PipeState::Made(p) = &pipe {
+            match p.splice_once(from.as_ref(), to.as_ref()).await? {
+                Spliced::Moved(0) => break,
+                Spliced::Moved(n) => {
+                    total += n as u64;
+                    splicing = n >= SMALL;
+                }
+                Spliced::Unsupported => {
+                    tracing::debug!("splice refused (EINVAL); copying");
+                    pipe = PipeState::Unavailable;
+                }
             }
-        },
-        Relay::Copy { .. } => None,
-    };
-    let n = match spliced {
-        Some(n) => n,
-        None => {
-            let buffer = match how {
-                Relay::Copy { buffer } => buffer,
-                Relay::Splice { pipe } => pipe,
-            };
-            tokio::io::copy_buf(&mut BufReader::with_capacity(buffer, from), to).await?
+            continue;
         }
-    };
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+        if n == buf.len() {
+            if let PipeState::NotYet = pipe {
+                pipe = Pipe::new(pipe_size).map_or_else(
+                    |e| {
+                        tracing::debug!(error = %e, "no pipe for splice; copying");
+                        PipeState::Unavailable
+                    },
+                    PipeState::Made,
+                );
+            }
+            splicing = matches!(pipe, PipeState::Made(_));
+        }
+    }
     to.shutdown().await?;
-    Ok(n)
+    Ok(total)
+}
+
+/// What one splice round did.
+enum Spliced {
+    /// This many bytes went from one socket to the other; 0 is EOF.
+    Moved(usize),
+    /// The kernel cannot splice this socket (`EINVAL`); nothing moved.
+    Unsupported,
 }
 
 /// A non-blocking pipe, closed on drop (with whatever it still holds after an error).
@@ -94,31 +143,28 @@ impl Pipe {
         })
     }
 
-    /// Moves bytes until `from` reaches EOF and returns their number; `None` when the kernel
-    /// cannot splice these sockets and nothing has moved yet (the caller copies instead).
-    async fn pump(&self, from: &TcpStream, to: &TcpStream) -> io::Result<Option<u64>> {
+    /// Waits for `from` to be readable, splices what it has into the pipe and all of that on
+    /// into `to`.
+    async fn splice_once(&self, from: &TcpStream, to: &TcpStream) -> io::Result<Spliced> {
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-        let mut total = 0u64;
         loop {
             from.readable().await?;
             let read = from.try_io(Interest::READABLE, || {
                 Ok(splice(from, None, &self.write, None, self.capacity, flags)?)
             });
             let n = match read {
-                Ok(0) => return Ok(Some(total)),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if total == 0 && e.raw_os_error() == Some(Errno::EINVAL as i32) => {
-                    return Ok(None);
+                Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
+                    return Ok(Spliced::Unsupported);
                 }
                 Err(e) => return Err(e),
             };
             drain(&self.read, to, n, flags).await?;
-            total += n as u64;
+            return Ok(Spliced::Moved(n));
         }
     }
 }
-
 /// Moves exactly `n` bytes the pipe holds into `to`.
 async fn drain(
     pipe: impl AsFd,
