@@ -91,10 +91,10 @@ pub async fn run(
         }
     }
     let mut leading: Option<Leading> = None;
-    // Status writes (what makes an IP visible), at most CONCURRENCY at once; then each
-    // Service's annotation and Event, which do not hold up other Services' status writes.
+    // Writes (a Service's status and annotation in one request, or a pool's status), at most
+    // CONCURRENCY at once; then each Service's Event, queued behind them (see `Events`).
     let mut inflight = FuturesUnordered::new();
-    let mut followups = FuturesUnordered::new();
+    let mut events = Events::default();
     // Without election the sender is gone and `changed()` fails at once: stop asking.
     let mut election_open = true;
     // When the next pass runs: soon after a change, else a resync (or retry) later.
@@ -108,12 +108,14 @@ pub async fn run(
         if let Some(state) = leading.as_mut()
             && *leader.borrow()
         {
-            while inflight.len() < CONCURRENCY && followups.len() < 2 * CONCURRENCY {
+            while inflight.len() < CONCURRENCY {
                 let Some(write) = state.start_next() else {
                     break;
                 };
                 inflight.push(execute(&ctx, write));
             }
+            let writing = !inflight.is_empty() || !state.queue.is_empty();
+            events.start(&ctx, writing);
         }
         let deadline = pass_due.unwrap_or(idle_until);
         tokio::select! {
@@ -130,23 +132,17 @@ pub async fn run(
                 if !is_leader {
                     // Writes in flight are dropped (cancelled) with the state.
                     inflight = FuturesUnordered::new();
-                    followups = FuturesUnordered::new();
+                    events = Events::default();
                     if leading.take().is_some() {
                         info!("not leading: stopped writing");
                     }
                 }
                 pass_due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
             }
-            Some(done) = inflight.next(), if !inflight.is_empty() => {
-                if let Done::StatusWritten(w) = done {
-                    followups.push(follow_up(&ctx, w));
-                } else if let Some(state) = leading.as_mut()
-                    && state.finish(&ctx, done) > 0
-                {
-                    idle_until = idle_until.min(Instant::now() + RETRY);
+            Some(mut done) = inflight.next(), if !inflight.is_empty() => {
+                if let Done::Service { event, .. } = &mut done {
+                    events.queue(&ctx, event.take());
                 }
-            }
-            Some(done) = followups.next(), if !followups.is_empty() => {
                 if let Some(state) = leading.as_mut()
                     && state.finish(&ctx, done) > 0
                 {
@@ -154,6 +150,7 @@ pub async fn run(
                     idle_until = idle_until.min(Instant::now() + RETRY);
                 }
             }
+            Some(()) = events.inflight.next(), if !events.inflight.is_empty() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 pass_due = None;
                 let is_leader = *leader.borrow();
@@ -201,6 +198,14 @@ struct Leading {
     /// Services and pools with a write in flight: passes leave them alone until it ends.
     busy: HashSet<ServiceKey>,
     busy_pools: HashSet<String>,
+    /// Services that hold what they should and show it, by fingerprint of their name, with a
+    /// fingerprint of the version seen: while neither the Service, the pools nor the
+    /// Namespaces' labels change, its outcome cannot change (a holder is never moved for
+    /// another Service), so passes skip it. Without this every new Service cost a pass over
+    /// all of them: O(n²) CPU in a burst, and the p99 of create-to-IP followed.
+    settled: HashMap<u64, u64>,
+    /// Fingerprint of every Namespace's labels at the last pass.
+    ns_labels_seen: u64,
 }
 
 /// What the last write to a Service said, and the versions of the Service it knows, as
@@ -231,6 +236,14 @@ impl Written {
     }
 }
 
+/// The Service's identity and version, as one fingerprint.
+fn version_stamp(svc: &Service) -> u64 {
+    fingerprint(&(
+        svc.metadata.uid.as_deref(),
+        svc.metadata.resource_version.as_deref(),
+    ))
+}
+
 /// A 64-bit fingerprint (SipHash with fixed keys: the same in every pass).
 fn fingerprint<T: std::hash::Hash + ?Sized>(x: &T) -> u64 {
     use std::hash::{DefaultHasher, Hasher};
@@ -256,14 +269,14 @@ impl std::fmt::Debug for Write {
 
 /// How a write ended.
 enum Done {
-    /// The status is written; the annotation and Event follow.
-    StatusWritten(Box<ServiceWrite>),
     Service {
         key: ServiceKey,
         /// The version planned on, then those our requests produced.
         versions: Vec<String>,
         want: ServiceView,
         errors: Vec<Error>,
+        /// The Event to publish now that the write stands (taken by the loop).
+        event: Option<Box<PendingEvent>>,
     },
     Pool {
         name: String,
@@ -271,6 +284,68 @@ enum Done {
         want: ferrolb_api::IPAddressPoolStatus,
         result: Result<(), Error>,
     },
+}
+
+/// An Event about a written Service, waiting for its turn.
+struct PendingEvent {
+    event: Event,
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+    key: ServiceKey,
+    /// The condition written with it, for the allocation metrics.
+    condition: Option<(String, String, String)>,
+}
+
+/// Events about written Services. They are created after the writes that make IPs visible:
+/// while writes are queued or in flight at most [`EVENTS_WHILE_WRITING`] Events are in
+/// flight, else up to [`CONCURRENCY`]. Under a burst of new Services the API server's write
+/// rate goes to their status first (what `kubectl get svc` shows and clients wait for), and
+/// the Events follow; a lost Event is logged and counted, never retried.
+#[derive(Default)]
+struct Events {
+    waiting: VecDeque<Box<PendingEvent>>,
+    inflight: FuturesUnordered<futures::future::BoxFuture<'static, ()>>,
+}
+
+/// Events in flight while Service or pool writes are pending (see [`Events`]).
+const EVENTS_WHILE_WRITING: usize = 2;
+
+impl Events {
+    /// Queues `pending` and counts the outcome it reports.
+    fn queue(&mut self, ctx: &Context, pending: Option<Box<PendingEvent>>) {
+        let Some(pending) = pending else { return };
+        match &pending.condition {
+            Some((s, _, _)) if s == "True" => ctx.metrics.allocated(),
+            Some((_, reason, _)) => ctx.metrics.failed(reason),
+            None => {}
+        }
+        self.waiting.push_back(pending);
+    }
+
+    /// Starts queued Events up to the limit for `writing`.
+    fn start(&mut self, ctx: &Context, writing: bool) {
+        let limit = if writing {
+            EVENTS_WHILE_WRITING
+        } else {
+            CONCURRENCY
+        };
+        while self.inflight.len() < limit {
+            let Some(p) = self.waiting.pop_front() else {
+                break;
+            };
+            let (recorder, metrics) = (ctx.recorder.clone(), ctx.metrics.clone());
+            self.inflight.push(Box::pin(async move {
+                if let Err(source) = recorder.publish(&p.event, &p.regarding).await {
+                    // The allocation stands; a lost Event is not worth another write.
+                    let err = Error::Event {
+                        key: p.key.to_string(),
+                        source,
+                    };
+                    metrics.error(err.metric_label());
+                    warn!(error = %err, "event not published");
+                }
+            }));
+        }
+    }
 }
 
 /// A pool status write.
@@ -283,19 +358,40 @@ struct PoolWrite {
 
 async fn execute(ctx: &Context, write: Write) -> Done {
     match write {
-        Write::Service(mut w) => match write_status(ctx, &w).await {
-            Ok(version) => {
-                w.versions.extend(version);
-                Done::StatusWritten(w)
+        Write::Service(w) => {
+            let w = *w;
+            let mut versions = w.versions;
+            let (errors, event) = match write_service(ctx, &w.svc, &w.key, &w.have, &w.want).await {
+                Ok(written) => {
+                    versions.extend(written);
+                    let event = w.event.map(|event| {
+                        Box::new(PendingEvent {
+                            event,
+                            regarding: w.svc.object_ref(&()),
+                            key: w.key.clone(),
+                            condition: w.want.condition.clone(),
+                        })
+                    });
+                    (Vec::new(), event)
+                }
+                Err(err) => (vec![err], None),
+            };
+            if errors.is_empty() {
+                info!(
+                    service = %w.key,
+                    ips = %ips_text(&w.want.ingress),
+                    condition = ?w.want.condition.as_ref().map(|c| (&c.0, &c.1)),
+                    "service updated"
+                );
             }
-            // Without the status the rest would say something untrue.
-            Err(err) => Done::Service {
-                versions: w.versions,
+            Done::Service {
                 key: w.key,
+                versions,
                 want: w.want,
-                errors: vec![err],
-            },
-        },
+                errors,
+                event,
+            }
+        }
         Write::Pool(w) => {
             let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
             let result = status::write_pool_status(&api, &w.name, &w.want).await;
@@ -372,6 +468,7 @@ impl Leading {
             }
             self.report = report;
             self.pools = Some(pools);
+            self.settled.clear();
         }
 
         let services = self.plan_services(ctx);
@@ -396,16 +493,12 @@ impl Leading {
     /// Records how a write ended; returns how many of its requests failed.
     fn finish(&mut self, ctx: &Context, done: Done) -> usize {
         match done {
-            Done::StatusWritten(w) => {
-                // Not reached: the loop turns it into a follow-up.
-                self.busy.remove(&w.key);
-                0
-            }
             Done::Service {
                 key,
                 versions,
                 want,
                 errors,
+                ..
             } => self.finish_service(&ctx.metrics, key, versions, want, errors),
             Done::Pool {
                 name,
@@ -470,6 +563,11 @@ impl Leading {
             .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect();
         let empty = BTreeMap::new();
+        let ns_seen = fingerprint(&ns_labels.iter().collect::<BTreeMap<_, _>>());
+        if ns_seen != self.ns_labels_seen {
+            self.settled.clear();
+            self.ns_labels_seen = ns_seen;
+        }
 
         let services = ctx.services.state();
         let mut ours = Vec::new();
@@ -489,7 +587,9 @@ impl Leading {
                 {
                     self.seen_ours.insert(uid.to_owned());
                 }
-                ours.push(svc.clone());
+                if self.settled.get(&fingerprint(&name_of(svc))) != Some(&version_stamp(svc)) {
+                    ours.push(svc.clone());
+                }
             } else if !deleting {
                 let have = status::observed(svc);
                 // Only what we wrote is removed: marks on a LoadBalancer of another class
@@ -529,6 +629,8 @@ impl Leading {
             .cloned()
             .collect();
         for key in gone {
+            self.settled
+                .remove(&fingerprint(&(key.namespace.as_str(), key.name.as_str())));
             self.alloc.release(&key);
             self.known.remove(&key);
             self.written.remove(&key);
@@ -590,6 +692,12 @@ impl Leading {
                     (want, event)
                 }
             };
+            let id = fingerprint(&name_of(&svc));
+            if have == want && self.known.contains(&key) {
+                self.settled.insert(id, version_stamp(&svc));
+            } else {
+                self.settled.remove(&id);
+            }
             if have == want || self.busy.contains(&key) || self.already_written(&svc, &key, &want) {
                 continue;
             }
@@ -659,64 +767,30 @@ impl Leading {
     }
 }
 
-/// The status (what `kubectl get svc` shows) when it differs; returns the version it made.
-/// It holds one of the [`CONCURRENCY`] slots; the annotation and Event then follow outside
-/// them.
-async fn write_status(ctx: &Context, w: &ServiceWrite) -> Result<Option<String>, Error> {
-    if !status::status_differs(&w.have, &w.want) {
-        return Ok(None);
+/// The status (what `kubectl get svc` shows) and the pool annotation, in one request when
+/// they differ; a second request only when the annotation did not take (see
+/// [`status::annotation_missed`]). Returns the versions the requests made.
+async fn write_service(
+    ctx: &Context,
+    svc: &Service,
+    key: &ServiceKey,
+    have: &ServiceView,
+    want: &ServiceView,
+) -> Result<Vec<String>, Error> {
+    if !status::status_differs(have, want) {
+        return Ok(Vec::new());
     }
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     ctx.metrics.service_write("status");
-    status::write_service_status(&api, &w.svc, &w.want).await
-}
-
-/// After the status: the annotation and the Event, side by side.
-async fn follow_up(ctx: &Context, mut w: Box<ServiceWrite>) -> Done {
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
-    let mut errors = Vec::new();
-    let annotation = async {
-        if w.have.pool_annotation != w.want.pool_annotation {
-            ctx.metrics.service_write("annotation");
-            status::write_pool_annotation(&api, &w.svc, w.want.pool_annotation.as_deref()).await
-        } else {
-            Ok(None)
-        }
-    };
-    let event = async {
-        let Some(event) = &w.event else { return };
-        match &w.want.condition {
-            Some((s, _, _)) if s == "True" => ctx.metrics.allocated(),
-            Some((_, reason, _)) => ctx.metrics.failed(reason),
-            None => {}
-        }
-        let reference = w.svc.object_ref(&());
-        if let Err(source) = ctx.recorder.publish(event, &reference).await {
-            // The allocation stands; a lost Event is not worth another write.
-            let err = Error::Event {
-                key: w.key.to_string(),
-                source,
-            };
-            ctx.metrics.error(err.metric_label());
-            warn!(error = %err, "event not published");
-        }
-    };
-    match futures::join!(annotation, event) {
-        (Ok(version), ()) => w.versions.extend(version),
-        (Err(err), ()) => errors.push(err),
+    let written = status::write_service_status(&api, svc, want).await?;
+    let mut versions: Vec<String> = written.metadata.resource_version.iter().cloned().collect();
+    if status::annotation_missed(&written, want) {
+        ctx.metrics.service_write("annotation");
+        let version =
+            status::write_pool_annotation(&api, &written, want.pool_annotation.as_deref()).await?;
+        versions.extend(version);
     }
-    info!(
-        service = %w.key,
-        ips = %ips_text(&w.want.ingress),
-        condition = ?w.want.condition.as_ref().map(|c| (&c.0, &c.1)),
-        "service updated"
-    );
-    Done::Service {
-        versions: w.versions,
-        key: w.key,
-        want: w.want,
-        errors,
-    }
+    Ok(versions)
 }
 
 /// The order of a pass: holders first, then oldest first, then by name.
@@ -844,5 +918,168 @@ mod tests {
         assert_eq!(failures, 1);
         assert!(!leading.busy.contains(&key));
         assert!(!leading.already_written(&service("11"), &key, &assigned()));
+    }
+
+    /// A pass over real stores, with a client that is never called (passes make no requests).
+    struct Harness {
+        ctx: Context,
+        services: kube::runtime::reflector::store::Writer<Service>,
+        namespaces: kube::runtime::reflector::store::Writer<Namespace>,
+        pools: kube::runtime::reflector::store::Writer<IPAddressPool>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            use kube::runtime::reflector::store::Writer;
+            let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+            let client = kube::Client::try_from(config).unwrap();
+            let (services, namespaces, pools) =
+                (Writer::default(), Writer::default(), Writer::default());
+            let ctx = Context {
+                recorder: crate::events::Publisher::new(client.clone(), "t".into(), "t".into()),
+                client,
+                services: services.as_reader(),
+                namespaces: namespaces.as_reader(),
+                pools: pools.as_reader(),
+                selection: Selection {
+                    class: "ferrolb.io/ferrolb".into(),
+                    classless: true,
+                },
+                ip_mode: IpMode::Proxy,
+                pool_selector: None,
+                metrics: ControllerMetrics::default(),
+            };
+            Harness {
+                ctx,
+                services,
+                namespaces,
+                pools,
+            }
+        }
+
+        /// Pool `lan` with `addresses`, for Namespaces labelled `team: a`.
+        fn pool(&mut self, addresses: &str) {
+            let pool: IPAddressPool = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ferrolb.io/v1alpha1", "kind": "IPAddressPool",
+                "metadata": {"name": "lan", "resourceVersion": addresses},
+                "spec": {"addresses": [addresses], "serviceAllocation": {
+                    "namespaceSelectors": [{"matchLabels": {"team": "a"}}]}}
+            }))
+            .unwrap();
+            self.pools
+                .apply_watcher_event(&kube::runtime::watcher::Event::Apply(pool));
+        }
+
+        fn namespace(&mut self, team: &str) {
+            let ns: Namespace = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "shop", "labels": {"team": team}}
+            }))
+            .unwrap();
+            self.namespaces
+                .apply_watcher_event(&kube::runtime::watcher::Event::Apply(ns));
+        }
+
+        fn service(&mut self, name: &str, rv: u32, view: &ServiceView) {
+            let mut svc: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop", "uid": name,
+                             "resourceVersion": rv.to_string()},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+            }))
+            .unwrap();
+            svc.metadata.annotations = view
+                .pool_annotation
+                .as_ref()
+                .map(|p| [(convert::ANN_ALLOCATED_FROM_POOL.to_owned(), p.clone())].into());
+            let ingress: Vec<_> = view
+                .ingress
+                .iter()
+                .map(|(ip, mode)| serde_json::json!({"ip": ip.to_string(), "ipMode": mode}))
+                .collect();
+            let conditions: Vec<_> = view
+                .condition
+                .iter()
+                .map(|(status, reason, message)| {
+                    serde_json::json!({"type": convert::CONDITION_ALLOCATED, "status": status,
+                        "reason": reason, "message": message,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"})
+                })
+                .collect();
+            svc.status = Some(
+                serde_json::from_value(serde_json::json!({
+                    "loadBalancer": {"ingress": ingress}, "conditions": conditions
+                }))
+                .unwrap(),
+            );
+            self.services
+                .apply_watcher_event(&kube::runtime::watcher::Event::Apply(svc));
+        }
+
+        /// Runs a pass; returns the Services' planned views by name.
+        fn pass(&mut self, leading: &mut Leading) -> BTreeMap<String, ServiceView> {
+            leading.pass(&self.ctx);
+            leading
+                .queue
+                .drain(..)
+                .filter_map(|w| match w {
+                    Write::Service(w) => Some((w.key.name.clone(), w.want)),
+                    Write::Pool(_) => None,
+                })
+                .collect()
+        }
+    }
+
+    /// Settled Services are skipped by passes, but never when something that decides their
+    /// outcome changed: a pool change that takes a holder's address away still moves it, a
+    /// Service's own change is judged afresh, and so are Services whose Namespace's labels no
+    /// longer let them use the pool.
+    #[tokio::test]
+    async fn settled_services_are_skipped_until_something_that_decides_them_changes() {
+        let mut h = Harness::new();
+        let mut leading = Leading::default();
+        h.namespace("a");
+        h.pool("192.0.2.10-192.0.2.11");
+        h.service("a", 1, &ServiceView::default());
+        h.service("b", 1, &ServiceView::default());
+        let planned = h.pass(&mut leading);
+        assert_eq!(planned.len(), 2, "{planned:?}");
+        // Our writes land (versions 2); the next pass finds nothing to do and settles both.
+        for (name, want) in &planned {
+            h.service(name, 2, want);
+        }
+        assert!(h.pass(&mut leading).is_empty());
+        assert_eq!(leading.settled.len(), 2);
+        assert!(h.pass(&mut leading).is_empty(), "nothing changed");
+
+        // The pool shrinks to one address: the holder outside it is refused, the other stays.
+        h.pool("192.0.2.10/32");
+        let planned = h.pass(&mut leading);
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        let (moved, want) = planned.into_iter().next().unwrap();
+        assert_eq!(want.condition.as_ref().unwrap().1, "PoolExhausted");
+        h.service(&moved, 3, &want);
+        assert!(h.pass(&mut leading).is_empty());
+        assert_eq!(
+            leading.settled.len(),
+            1,
+            "a refused Service is never settled"
+        );
+
+        // Someone rewrites the settled Service's status: a new version is judged afresh.
+        let holder = if moved == "a" { "b" } else { "a" };
+        h.service(holder, 4, &ServiceView::default());
+        let planned = h.pass(&mut leading);
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert_eq!(planned[holder].ingress[0].0.to_string(), "192.0.2.10");
+        h.service(holder, 5, &planned[holder]);
+        assert!(h.pass(&mut leading).is_empty());
+
+        // The Namespace leaves team a: the pool no longer serves its Services.
+        h.namespace("b");
+        let planned = h.pass(&mut leading);
+        assert_eq!(planned.len(), 2, "{planned:?}");
+        for want in planned.values() {
+            assert_eq!(want.condition.as_ref().unwrap().1, "NoMatchingPool");
+            assert!(want.ingress.is_empty());
+        }
     }
 }

@@ -131,19 +131,22 @@ pub fn failed(reason: &str, message: &str) -> ServiceView {
     }
 }
 
-/// Whether `want` differs from `have` in what the status subresource holds.
+/// Whether `want` differs from `have` in anything the controller writes.
 pub fn status_differs(have: &ServiceView, want: &ServiceView) -> bool {
-    have.ingress != want.ingress || have.condition != want.condition
+    have != want
 }
 
-/// Applies `want`'s ingress and condition to the Service's status; an empty `want`
-/// (`ServiceView::default()`) removes what we applied before. Returns the Service's new
-/// resourceVersion.
+/// Applies `want` to the Service in one request to its status subresource: the ingress and
+/// condition, and the pool annotation in the same object's metadata (the API server keeps
+/// metadata changes made through a Service's `status`, and one request per allocation is what
+/// lets a burst of Services get their IPs at the API server's write rate). An empty `want`
+/// (`ServiceView::default()`) removes what we applied before. Returns the Service as written;
+/// [`annotation_missed`] says whether the annotation still needs its own write.
 pub async fn write_service_status(
     api: &Api<Service>,
     svc: &Service,
     want: &ServiceView,
-) -> Result<Option<String>, Error> {
+) -> Result<Service, Error> {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let key = format!("{}/{name}", svc.metadata.namespace.as_deref().unwrap_or(""));
     let mut status = json!({});
@@ -174,10 +177,14 @@ pub async fn write_service_status(
         };
         status["conditions"] = json!([condition]);
     }
+    let mut metadata = json!({"name": name, "namespace": svc.metadata.namespace});
+    if let Some(pools) = &want.pool_annotation {
+        metadata["annotations"] = json!({ ANN_ALLOCATED_FROM_POOL: pools });
+    }
     let patch = json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": svc.metadata.namespace},
+        "metadata": metadata,
         "status": status,
     });
     api.patch_status(
@@ -186,8 +193,15 @@ pub async fn write_service_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map(|svc| svc.metadata.resource_version)
     .map_err(|source| Error::ServiceStatus { key, source })
+}
+
+/// Whether `written` (what [`write_service_status`] returned) still shows another pool
+/// annotation than `want`: the annotation was set by an older FerroLB with a merge patch (so
+/// server-side apply does not own it and leaves it), or an API server ignored metadata sent to
+/// `status`. Then [`write_pool_annotation`] fixes it.
+pub fn annotation_missed(written: &Service, want: &ServiceView) -> bool {
+    observed(written).pool_annotation != want.pool_annotation
 }
 
 /// Sets or removes `ferrolb.io/ip-allocated-from-pool` (a merge patch touching only that key);
@@ -362,6 +376,17 @@ mod tests {
         assert!(!status_differs(&have, &want));
         assert!(have.has_our_marks());
         assert!(status_differs(&have, &failed("PoolExhausted", "full")));
+        // The annotation alone is a difference too: it travels in the same request.
+        let other_pool = ServiceView {
+            pool_annotation: Some("q".into()),
+            ..want.clone()
+        };
+        assert!(status_differs(&have, &other_pool));
+        assert!(!annotation_missed(&svc, &want));
+        assert!(annotation_missed(&svc, &other_pool));
+        // A released Service whose annotation an older version set stays marked until the
+        // separate write removes it.
+        assert!(annotation_missed(&svc, &ServiceView::default()));
     }
 
     #[test]

@@ -183,6 +183,18 @@ async fn foreign_class_is_left_untouched() {
     env.service("ours", json!({}), svc_spec(&[("TCP", 80)]))
         .await;
     env.wait_ip("ours").await;
+    // A Service whose pool annotation someone else also owns (as FerroLB before the
+    // single-request write did, by merge patch): server-side apply of our write alone
+    // cannot remove it when the Service is released.
+    env.pool("q", &["192.0.2.138/32"], json!(null)).await;
+    let q = env.pool_name("q");
+    env.service(
+        "legacy",
+        json!({"ferrolb.io/ip-allocated-from-pool": q}),
+        svc_spec(&[("TCP", 80)]),
+    )
+    .await;
+    assert_eq!(ingress(&env.wait_ip("legacy").await)[0].0, "192.0.2.138");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let other = env.get("other").await;
     assert!(ingress(&other).is_empty(), "{other:?}");
@@ -196,13 +208,27 @@ async fn foreign_class_is_left_untouched() {
     );
     assert!(env.events("other").await.is_empty());
 
-    // Ours turning foreign: what we wrote is removed, the IP is freed.
-    env.patch_spec(
-        "ours",
-        json!({"loadBalancerClass": null, "type": "ClusterIP"}),
-    )
-    .await;
+    // Ours turning foreign: what we wrote is removed (status, condition and annotation,
+    // also the one written the old way), the IP is freed.
+    for name in ["ours", "legacy"] {
+        env.patch_spec(
+            name,
+            json!({"loadBalancerClass": null, "type": "ClusterIP"}),
+        )
+        .await;
+        env.wait_for(name, "no FerroLB marks", |svc| {
+            ingress(svc).is_empty()
+                && Env::condition(svc).is_none()
+                && !svc
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("ferrolb.io/ip-allocated-from-pool"))
+        })
+        .await;
+    }
     env.wait_assigned_v4("p", 0).await;
+    env.wait_assigned_v4("q", 0).await;
 }
 
 #[tokio::test]

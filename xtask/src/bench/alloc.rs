@@ -189,6 +189,10 @@ struct Round {
     /// Service's status, and its annotation (one each per Service when nothing is redone).
     status_writes: u64,
     annotation_writes: u64,
+    /// From the last Service showing its IP to its `IPAllocated` Event existing for every
+    /// Service (Events queue behind the writes that make IPs visible); `None` if not within
+    /// [`EVENTS_TIMEOUT`].
+    events_after: Option<Duration>,
 }
 
 impl Round {
@@ -223,12 +227,13 @@ impl Round {
             "controller_rss_at_end_mib": round2(self.rss_at_end as f64 / (1024.0 * 1024.0)),
             "controller_status_writes": self.status_writes,
             "controller_annotation_writes": self.annotation_writes,
+            "events_all_published_after_last_ip_s": self.events_after.map(|d| round2(d.as_secs_f64())),
             "goals_met": self.goals().into_iter().collect::<HashMap<_, _>>(),
         })
     }
     fn table(rounds: &[Round]) -> String {
         let mut out = format!(
-            "{:>6} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>6} | {:>8} | {:>11} | goals (ratio>={GOAL_RATIO}, p99<{GOAL_P99_MS_AT_1000}ms@1000, rss<{GOAL_RSS_MIB_AT_5000}MiB@5000, one status write per Service)\n",
+            "{:>6} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>6} | {:>8} | {:>11} | {:>8} | goals (ratio>={GOAL_RATIO}, p99<{GOAL_P99_MS_AT_1000}ms@1000, rss<{GOAL_RSS_MIB_AT_5000}MiB@5000, one status write per Service)\n",
             "N",
             "ctl svc/s",
             "p50 ms",
@@ -238,7 +243,8 @@ impl Round {
             "p99 ms",
             "ratio",
             "peak RSS",
-            "status/ann"
+            "status/ann",
+            "events+s"
         );
         for r in rounds {
             let goals: Vec<String> = r
@@ -247,7 +253,7 @@ impl Round {
                 .map(|(g, ok)| format!("{g} {}", if *ok { "ok" } else { "MISSED" }))
                 .collect();
             out += &format!(
-                "{:>6} | {:>10.1} {:>8.1} {:>8.1} {:>8.1} | {:>10.1} {:>8.1} | {:>5.2}x | {:>4.1} MiB | {:>5}/{:<5} | {}\n",
+                "{:>6} | {:>10.1} {:>8.1} {:>8.1} {:>8.1} | {:>10.1} {:>8.1} | {:>5.2}x | {:>4.1} MiB | {:>5}/{:<5} | {:>8} | {}\n",
                 r.n,
                 r.controller.per_second(),
                 ms(r.controller.p(0.5)),
@@ -259,6 +265,8 @@ impl Round {
                 r.peak_rss_mib(),
                 r.status_writes,
                 r.annotation_writes,
+                r.events_after
+                    .map_or("timeout".to_owned(), |d| format!("{:.1}", d.as_secs_f64())),
                 goals.join(", ")
             );
         }
@@ -287,6 +295,10 @@ async fn round(
     proc.wait_ready(Duration::from_secs(60)).await?;
     eprintln!("controller phase: creating {n} Services in {ctl_ns}");
     let measured = measure(client, &ctl_ns, &class, n, args, &mut || proc.check_alive()).await;
+    let events_after = match &measured {
+        Ok(_) => events_published(client, &ctl_ns, n).await,
+        Err(_) => None,
+    };
     let (peak_rss, rss_at_end) = rss(proc.pid()).unwrap_or_default();
     let metrics = http_get(proc.addr, "/metrics").await.unwrap_or_default();
     proc.stop();
@@ -315,7 +327,34 @@ async fn round(
         rss_at_end,
         status_writes: service_writes(&metrics, "status"),
         annotation_writes: service_writes(&metrics, "annotation"),
+        events_after,
     })
+}
+
+/// How long the controller may take to publish the Events once every IP is visible.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits until `ns` holds an `IPAllocated` Event for each of its `n` Services; returns how
+/// long that took, or `None` after [`EVENTS_TIMEOUT`].
+async fn events_published(client: &kube::Client, ns: &str, n: usize) -> Option<Duration> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    while start.elapsed() < EVENTS_TIMEOUT {
+        if let Ok(list) = api.list(&Default::default()).await {
+            let about: std::collections::HashSet<_> = list
+                .items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("IPAllocated"))
+                .filter_map(|e| e.regarding.as_ref()?.name.clone())
+                .collect();
+            if about.len() >= n {
+                return Some(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
 }
 
 /// `ferrolb_service_writes_total{write="<what>"}` from a Prometheus text exposition.
@@ -654,7 +693,11 @@ impl ControllerProcess {
             .arg("--leader-elect=false")
             .env_remove("KUBECONFIG")
             .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("RUST_LOG", "info")
+            // FERROLB_BENCH_LOG overrides the controller's log filter (e.g. to see passes).
+            .env(
+                "RUST_LOG",
+                std::env::var("FERROLB_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
