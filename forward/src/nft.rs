@@ -94,12 +94,18 @@ impl NftForwarder {
         // A full apply after a restart or a failure does not know what went before, so it
         // flushes nothing; the flows of endpoints it dropped then time out (UDP: 30-120 s).
         let mut stale = Vec::new();
-        let (kind, services_changed, script, shared) = match self.applied.take() {
+        let (kind, services_changed, script, shared, next) = match self.applied.take() {
             None => {
                 let (script, shared) = full_transaction(&self.config, plan);
-                (ApplyKind::Full, plan.services.len(), script, shared)
+                (
+                    ApplyKind::Full,
+                    plan.services.len(),
+                    script,
+                    shared,
+                    plan.clone(),
+                )
             }
-            Some((old, mut shared)) => {
+            Some((mut old, mut shared)) => {
                 let changes = diff(&old, plan);
                 if changes.is_empty() {
                     self.applied = Some((old, shared));
@@ -112,8 +118,17 @@ impl NftForwarder {
                     });
                 }
                 let script = delta_transaction(&self.config, &old, &mut shared, &changes);
-                stale = stale_udp_flows(&old, plan);
-                (ApplyKind::Incremental, changes.len(), script, shared)
+                // Only changed Services can lose a UDP endpoint (a frontend moving between
+                // Services changes both): comparing just those keeps an update O(change).
+                let only_changed = |p: &ForwardingPlan| ForwardingPlan {
+                    services: changes
+                        .iter()
+                        .filter_map(|c| Some((c.key().clone(), p.services.get(c.key())?.clone())))
+                        .collect(),
+                };
+                stale = stale_udp_flows(&only_changed(&old), &only_changed(plan));
+                old.apply(&changes);
+                (ApplyKind::Incremental, changes.len(), script, shared, old)
             }
         };
         if let Err(e) = self.nft(&["-f", "-"], &script) {
@@ -121,7 +136,7 @@ impl NftForwarder {
             warn!(table = %self.config.table, error = %e, ?kind, "nft transaction failed");
             return Err(e);
         }
-        self.applied = Some((plan.clone(), shared));
+        self.applied = Some((next, shared));
         let elapsed = start.elapsed();
         info!(table = %self.config.table, ?kind, services_changed, ?elapsed, "forwarding rules applied");
         // After the rules: a flow flushed before them would be re-created to the old endpoint.
