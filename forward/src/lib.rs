@@ -15,6 +15,8 @@ pub mod userspace;
 
 pub use error::ForwardError;
 pub use metrics::ForwardMetrics;
-pub use nft::{ApplyKind, ApplyReport, CounterReading, FrontendCounts, NftForwarder};
+pub use nft::{
+    ApplyKind, ApplyReport, CounterReader, CounterReading, FrontendCounts, NftForwarder,
+};
 pub use runner::{RunInputs, RunSettings, run};
 pub use sysctl::{IpForwarding, ip_forwarding};
