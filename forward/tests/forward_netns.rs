@@ -11,7 +11,7 @@
 mod netns;
 
 use ferrolb_core::forward::{
-    Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Protocol, ServiceKey,
+    Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Frontend, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, plan,
 };
 use ferrolb_forward::{ApplyKind, FrontendCounts, NftForwarder};
@@ -455,7 +455,8 @@ fn udp_and_ipv6_are_forwarded() {
             "2001:db8:b2::2",
         ],
     );
-    lab.forwarder().apply(&plan_of(&[svc])).unwrap();
+    let mut fwd = lab.forwarder();
+    fwd.apply(&plan_of(&[svc])).unwrap();
     let udp4: Vec<String> = (0..30)
         .map(|_| udp_get(&lab.cl1, vip(VIP4, 80)).expect("udp v4"))
         .collect();
@@ -473,6 +474,25 @@ fn udp_and_ipv6_are_forwarded() {
         .map(|_| udp_get(&lab.cl1, vip(VIP6, 80)).expect("udp v6"))
         .collect();
     assert_eq!(tally(udp6).0.len(), 2);
+    // Each frontend counts its own: 30 TCP connections over IPv6, UDP flows (one per request,
+    // each from a new socket) on both families, and bytes both ways for all four.
+    let reading = fwd.counters().unwrap();
+    let web = &reading[&ServiceKey::new("default", "web")];
+    let at = |ip: &str, protocol| Frontend {
+        vip: ip.parse().unwrap(),
+        protocol,
+        port: 80,
+    };
+    assert_eq!(web[&at(VIP6, Protocol::Tcp)].connections, 30, "{web:?}");
+    assert_eq!(web[&at(VIP4, Protocol::Tcp)].connections, 0, "{web:?}");
+    for fe in [at(VIP4, Protocol::Udp), at(VIP6, Protocol::Udp)] {
+        assert_eq!(web[&fe].connections, 30, "{fe:?}: {web:?}");
+        assert!(web[&fe].bytes >= 30 * 2 * 28, "{fe:?}: {web:?}");
+    }
+    assert!(
+        web[&at(VIP6, Protocol::Tcp)].bytes >= 30 * 5 * 60,
+        "{web:?}"
+    );
 }
 
 #[test]
