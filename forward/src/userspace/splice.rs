@@ -98,7 +98,7 @@ async fn one_way(from: &mut ReadHalf<'_>, to: &mut WriteHalf<'_>, how: Relay) ->
         total += n as u64;
         if n == buf.len() {
             if let PipeState::NotYet = pipe {
-                pipe = Pipe::new(pipe_size).map_or_else(
+                pipe = Pipe::new(pipe_size, buf.len()).map_or_else(
                     |e| {
                         tracing::debug!(error = %e, "no pipe for splice; copying");
                         PipeState::Unavailable
@@ -129,13 +129,24 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn new(capacity: usize) -> io::Result<Pipe> {
+    /// A pipe of `capacity` bytes, or an error when the kernel gives less than `at_least`:
+    /// once the user's pipes pass `fs.pipe-user-pages-soft` (per uid, shared with every other
+    /// process of that uid on the node), an unprivileged process gets two-page pipes and cannot
+    /// grow them, and copying through the buffer is then as good.
+    fn new(capacity: usize, at_least: usize) -> io::Result<Pipe> {
         let (read, write) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         let size = i32::try_from(capacity).unwrap_or(i32::MAX);
-        // A refused size (above fs.pipe-max-size for an unprivileged process) keeps the default.
-        let capacity = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size))
-            .or_else(|_| fcntl(&write, FcntlArg::F_GETPIPE_SZ))
-            .map_or(capacity, |n| n as usize);
+        // A refused size (above fs.pipe-max-size, or over the budget) leaves the pipe as made.
+        let capacity = match fcntl(&write, FcntlArg::F_SETPIPE_SZ(size)) {
+            Ok(n) => n,
+            Err(_) => fcntl(&write, FcntlArg::F_GETPIPE_SZ)?,
+        };
+        let capacity = usize::try_from(capacity).unwrap_or(0);
+        if capacity < at_least {
+            return Err(io::Error::other(format!(
+                "the kernel gave a pipe of {capacity} bytes only"
+            )));
+        }
         Ok(Pipe {
             read,
             write,
@@ -184,4 +195,18 @@ async fn drain(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipes_get_the_asked_size_and_too_small_ones_mean_copying() {
+        let p = Pipe::new(256 * 1024, 16 * 1024).expect("a 256 KiB pipe");
+        assert_eq!(p.capacity, 256 * 1024);
+        // What the kernel gives when the user's pipe budget is spent: a pipe below the copy
+        // buffer is refused, so the direction copies.
+        assert!(Pipe::new(4096, 16 * 1024).is_err());
+    }
 }
