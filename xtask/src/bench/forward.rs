@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long)]
     userspace: bool,
     /// With `--userspace`: connect/request/close through the userspace path for this many
-    /// seconds, reported per 10 s window with the decline of the last against the first.
+    /// seconds, reported per 10 s window with the decline of the last against the first
+    /// (after the same soak through the nftables baseline as the control: twice the time).
     #[arg(long, requires = "userspace", value_name = "SECONDS")]
     soak: Option<u64>,
 }

@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::{
-    Args, BACKENDS, Comparison, ECHO_PORT, IPERF_PORT, NODE, Subject, VIP, ip_netns, load, verdict,
+    Args, BACKENDS, Comparison, ECHO_PORT, Figure, IPERF_PORT, NODE, Subject, VIP, ip_netns, load,
+    verdict,
 };
 use crate::run;
 
@@ -170,45 +171,35 @@ pub(super) const WINDOW_S: u64 = 10;
 /// Issue 6: the connection rate may decline by less than this over the soak.
 const MAX_DECLINE: f64 = 0.10;
 
-/// `--soak` (at least two windows, checked before anything runs): connect/request/close through the userspace path for `seconds`, as back-to-back
-/// 10 s loads (the load generator restarts between windows; the proxy, its TIME_WAIT sockets
-/// and the node's state carry over); `baseline` is the same run's median nftables rate.
+/// `--soak` (at least two windows, checked before anything runs): connect/request/close
+/// through the userspace path for `seconds`, as back-to-back 10 s loads (the load generator
+/// restarts between windows; the proxy, its TIME_WAIT sockets and the node's state carry over);
+/// `baseline` is the same run's median nftables rate. Just before, the same soak through the
+/// nftables baseline is the control: how much the machine alone declines.
 pub(super) fn soak(bin: &Path, args: &Args, seconds: u64, baseline: f64) -> anyhow::Result<Value> {
-    let mut windows = Vec::new();
-    install(Subject::Userspace, bin)?;
-    let measured = (|| -> anyhow::Result<()> {
-        for w in 0..seconds.div_ceil(WINDOW_S) {
-            let secs = WINDOW_S.min(seconds - w * WINDOW_S);
-            let window = Args {
-                seconds: secs as f64,
-                ..args.clone()
-            };
-            let f = load(bin, "crr", &window)?;
-            eprintln!(
-                "soak {:>4}-{:<4} s  crr {:.0}/s p99 {:.1} us",
-                w * WINDOW_S,
-                w * WINDOW_S + secs,
-                f.rate,
-                f.p99_us
-            );
-            windows.push(f);
-        }
-        Ok(())
-    })();
-    remove(Subject::Userspace)?;
-    measured?;
+    let control = soak_windows(bin, args, seconds, Subject::NftBaseline)?;
+    let windows = soak_windows(bin, args, seconds, Subject::Userspace)?;
+    let rates = |w: &[Figure]| w.iter().map(|f| f.rate).collect::<Vec<_>>();
+    let decline_of = |w: &[Figure]| 1.0 - w[w.len() - 1].rate / w[0].rate;
+    let control_decline = decline_of(&control);
     let (first, last) = (windows[0].rate, windows[windows.len() - 1].rate);
-    let decline = 1.0 - last / first;
+    let decline = decline_of(&windows);
     // The weakest window too: a dip that recovers by the end is visible, if not the goal.
-    let lowest = windows.iter().map(|f| f.rate).fold(f64::INFINITY, f64::min);
-    let mean = windows.iter().map(|f| f.rate).sum::<f64>() / windows.len() as f64;
+    let lowest = rates(&windows).into_iter().fold(f64::INFINITY, f64::min);
+    let mean = rates(&windows).iter().sum::<f64>() / windows.len() as f64;
     let ratio = mean / baseline;
     println!(
         "\nferrolb userspace connect/request/close soak, {seconds} s in {WINDOW_S} s windows ({} connections)",
         args.connections
     );
-    let rates: Vec<String> = windows.iter().map(|f| format!("{:.0}", f.rate)).collect();
-    println!("per window /s          {}", rates.join(" "));
+    let shown = |w: &[Figure]| {
+        rates(w)
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("per window /s          {}", shown(&windows));
     println!(
         "decline last vs first  {:.1}% ({first:.0} -> {last:.0}/s)  goal < {:.0}%  {}",
         decline * 100.0,
@@ -223,11 +214,52 @@ pub(super) fn soak(bin: &Path, args: &Args, seconds: u64, baseline: f64) -> anyh
         "mean vs nft baseline   {mean:.0}/s vs {baseline:.0}/s: {ratio:.3}  goal >= 0.5  {}",
         verdict(ratio >= 0.5)
     );
+    println!(
+        "control: nft baseline  {} /s, decline {:.1}% (the machine's share)",
+        shown(&control),
+        control_decline * 100.0
+    );
     Ok(json!({
         "seconds": seconds, "window_s": WINDOW_S,
-        "per_s": windows.iter().map(|f| f.rate).collect::<Vec<_>>(),
+        "per_s": rates(&windows),
         "p99_us": windows.iter().map(|f| f.p99_us).collect::<Vec<_>>(),
+        "control": {"subject": Subject::NftBaseline.name(), "per_s": rates(&control),
+            "decline": control_decline},
         "decline": decline, "lowest_per_s": lowest, "goal_decline_max": MAX_DECLINE, "decline_ok": decline < MAX_DECLINE,
         "mean_per_s": mean, "baseline_per_s": baseline, "ratio": ratio, "ratio_ok": ratio >= 0.5,
     }))
+}
+
+/// The connect/request/close rate through `subject` per soak window.
+fn soak_windows(
+    bin: &Path,
+    args: &Args,
+    seconds: u64,
+    subject: Subject,
+) -> anyhow::Result<Vec<Figure>> {
+    let mut windows = Vec::new();
+    subject.install(bin)?;
+    let measured = (|| -> anyhow::Result<()> {
+        for w in 0..seconds.div_ceil(WINDOW_S) {
+            let secs = WINDOW_S.min(seconds - w * WINDOW_S);
+            let window = Args {
+                seconds: secs as f64,
+                ..args.clone()
+            };
+            let f = load(bin, "crr", &window)?;
+            eprintln!(
+                "soak {:<18} {:>4}-{:<4} s  crr {:.0}/s p99 {:.1} us",
+                subject.name(),
+                w * WINDOW_S,
+                w * WINDOW_S + secs,
+                f.rate,
+                f.p99_us
+            );
+            windows.push(f);
+        }
+        Ok(())
+    })();
+    subject.remove()?;
+    measured?;
+    Ok(windows)
 }
