@@ -223,7 +223,7 @@ where
             .readiness()
             .gate(resource, "waiting for initial list"),
         daemon.metrics().clone(),
-        Some(changed.clone()),
+        Some(ferrolb_runtime::Wake::always(changed.clone())),
         strip,
     );
     (store, tokio::spawn(watch))

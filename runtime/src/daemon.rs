@@ -139,6 +139,32 @@ impl Daemon {
         store
     }
 
+    /// Like [`Daemon::reflect_notify`], waking `changed` only after the initial list and the
+    /// object events `when(object, deleted)` calls relevant (see [`crate::Wake::when`]).
+    pub fn reflect_notify_when<K>(
+        &mut self,
+        api: Api<K>,
+        resource: &'static str,
+        changed: std::sync::Arc<tokio::sync::Notify>,
+        when: impl FnMut(&K, bool) -> bool + Send + 'static,
+    ) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        let gate = self.readiness.gate(resource, "waiting for initial list");
+        let (store, driver) = crate::reflect_stripped(
+            api,
+            resource,
+            gate,
+            self.metrics.clone(),
+            Some(crate::Wake::when(changed, when)),
+            |_| {},
+        );
+        self.watches.spawn(driver);
+        store
+    }
+
     /// Runs until SIGTERM or SIGINT, then stops the watches and the server.
     pub async fn run(mut self) -> Result<(), Error> {
         let cause = tokio::select! {

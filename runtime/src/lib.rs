@@ -25,7 +25,7 @@ pub use metrics::Metrics;
 pub use readiness::{Gate, Readiness};
 pub use server::{router, serve};
 pub use shutdown::{Shutdown, Signals};
-pub use watch::{reflect, reflect_notify, reflect_stripped};
+pub use watch::{Wake, reflect, reflect_notify, reflect_stripped};
 
 /// This crate's version, which is the workspace version every daemon reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -38,6 +38,56 @@ where
     reflect_notify(api, resource, gate, metrics, None)
 }
 
+/// When a reflector wakes its daemon: after the initial list, and after each object event
+/// that `when(object, deleted)` calls relevant (always, for [`Wake::always`]).
+pub struct Wake<K> {
+    notify: Arc<Notify>,
+    when: Box<Relevant<K>>,
+}
+
+/// `(object, deleted) -> relevant`.
+type Relevant<K> = dyn FnMut(&K, bool) -> bool + Send;
+
+impl<K> Debug for Wake<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wake").finish_non_exhaustive()
+    }
+}
+
+impl<K> Wake<K> {
+    /// Wakes `notify` after every event.
+    pub fn always(notify: Arc<Notify>) -> Self {
+        Self::when(notify, |_, _| true)
+    }
+
+    /// Wakes `notify` after the initial list and after the object events `when` accepts:
+    /// a daemon that acts on a few of many objects (its own class of Services, say) is not
+    /// woken to recompute by churn of the others.
+    pub fn when(notify: Arc<Notify>, when: impl FnMut(&K, bool) -> bool + Send + 'static) -> Self {
+        Self {
+            notify,
+            when: Box::new(when),
+        }
+    }
+
+    fn event(&mut self, event: &Event<K>) {
+        let relevant = match event {
+            Event::Apply(obj) => (self.when)(obj, false),
+            Event::Delete(obj) => (self.when)(obj, true),
+            // Objects of the initial list are judged (so `when` can learn them), but the
+            // daemon is woken once, at `InitDone`.
+            Event::InitApply(obj) => {
+                (self.when)(obj, false);
+                false
+            }
+            Event::Init | Event::InitDone => true,
+        };
+        if relevant {
+            self.notify.notify_one();
+        }
+    }
+}
+
 /// Like [`reflect`], also waking `changed` after every event has reached the store, for
 /// daemons that recompute from whole stores rather than per object.
 pub fn reflect_notify<K>(
@@ -51,7 +101,14 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    reflect_stripped(api, resource, gate, metrics, changed, |_| {})
+    reflect_stripped(
+        api,
+        resource,
+        gate,
+        metrics,
+        changed.map(Wake::always),
+        |_| {},
+    )
 }
 
 /// Like [`reflect_notify`], also passing every object through `strip` before it enters the
@@ -63,7 +120,7 @@ pub fn reflect_stripped<K>(
     resource: &'static str,
     gate: Gate,
     metrics: Metrics,
-    changed: Option<Arc<Notify>>,
+    changed: Option<Wake<K>>,
     mut strip: impl FnMut(&mut K) + Send + 'static,
 ) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
 where
@@ -95,7 +152,7 @@ async fn drive<K, S>(
     resource: &'static str,
     gate: Gate,
     metrics: Metrics,
-    changed: Option<Arc<Notify>>,
+    mut changed: Option<Wake<K>>,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
@@ -107,6 +164,9 @@ async fn drive<K, S>(
         match event {
             Ok(event) => {
                 metrics.watch_event(resource, event_kind(&event));
+                if let Some(changed) = &mut changed {
+                    changed.event(&event);
+                }
                 match event {
                     Event::InitDone => {
                         info!(resource, objects = store.state().len(), "cache synced");
@@ -115,9 +175,6 @@ async fn drive<K, S>(
                     }
                     Event::Init => debug!(resource, "listing"),
                     _ => {}
-                }
-                if let Some(changed) = &changed {
-                    changed.notify_one();
                 }
             }
             Err(err) => {
@@ -291,5 +348,57 @@ mod tests {
         let cut = short(&long);
         assert!(cut.ends_with('…'));
         assert!(cut.len() <= MAX_REASON + '…'.len_utf8());
+    }
+
+    /// The daemon is woken once for the initial list and then only for the events its
+    /// filter accepts; the filter still sees every object, the initial ones included.
+    #[tokio::test]
+    async fn wake_follows_the_filter() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let notify = Arc::new(Notify::new());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut wake = {
+            let seen = seen.clone();
+            Wake::when(notify.clone(), move |cm: &ConfigMap, deleted| {
+                let name = cm.metadata.name.clone().unwrap_or_default();
+                seen.lock().unwrap().push((name.clone(), deleted));
+                name.starts_with("ours")
+            })
+        };
+        let cm = |name: &str| ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let woken = |notify: &Notify| {
+            let n = notify.notified();
+            let mut n = std::pin::pin!(n);
+            n.as_mut().enable()
+        };
+        wake.event(&Event::Init);
+        assert!(woken(&notify));
+        wake.event(&Event::InitApply(cm("ours-1")));
+        wake.event(&Event::InitApply(cm("theirs-1")));
+        assert!(!woken(&notify), "initial objects wake nobody one by one");
+        wake.event(&Event::InitDone);
+        assert!(woken(&notify));
+        wake.event(&Event::Apply(cm("theirs-2")));
+        assert!(!woken(&notify));
+        wake.event(&Event::Apply(cm("ours-2")));
+        assert!(woken(&notify));
+        wake.event(&Event::Delete(cm("ours-1")));
+        assert!(woken(&notify));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ("ours-1".to_owned(), false),
+                ("theirs-1".to_owned(), false),
+                ("theirs-2".to_owned(), false),
+                ("ours-2".to_owned(), false),
+                ("ours-1".to_owned(), true),
+            ]
+        );
     }
 }

@@ -5,6 +5,7 @@ mod announcer;
 mod linger;
 mod membership;
 mod metrics;
+mod relevance;
 mod report;
 mod views;
 mod wire;
@@ -105,16 +106,26 @@ async fn main() -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
     // One change signal from the stores, relayed to each loop that reads them.
     let [announcer_changed, kernel_changed, userspace_changed] = fan_out(changed.clone());
+    let selection = Selection {
+        class: args.load_balancer_class,
+        classless: !args.ignore_classless,
+    };
+    let relevance = relevance::Relevance::new(selection.clone());
     let stores = Stores {
-        services: daemon.reflect_notify(
+        services: daemon.reflect_notify_when(
             Api::<Service>::all(client.clone()),
             "services",
             changed.clone(),
+            {
+                let r = relevance.clone();
+                move |svc, deleted| r.service(svc, deleted)
+            },
         ),
-        slices: daemon.reflect_notify(
+        slices: daemon.reflect_notify_when(
             Api::<EndpointSlice>::all(client.clone()),
             "endpointslices",
             changed.clone(),
+            move |slice, _| relevance.slice(slice),
         ),
         nodes: daemon.reflect_notify(Api::<Node>::all(client.clone()), "nodes", changed.clone()),
         pools: daemon.reflect_notify(
@@ -153,10 +164,7 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = oneshot::channel();
     let settings = Settings {
         node,
-        selection: Selection {
-            class: args.load_balancer_class,
-            classless: !args.ignore_classless,
-        },
+        selection,
         mode: match args.l2_mode {
             ModeArg::Hash => Mode::Hash,
             ModeArg::Balanced => Mode::Balanced,

@@ -61,18 +61,23 @@ pub fn pool_of(ip: IpAddr, pools: &[PoolRanges]) -> Option<&str> {
 
 pub use ferrolb_api::service::{ingress_ips, key as service_key};
 
+/// The name of the Service an EndpointSlice belongs to (its `kubernetes.io/service-name`).
+pub fn slice_service(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)
+        .map(String::as_str)
+}
+
 /// Nodes with at least one ready endpoint, per Service, from EndpointSlices.
 pub fn ready_nodes(
     slices: &[std::sync::Arc<EndpointSlice>],
 ) -> BTreeMap<ServiceKey, BTreeSet<NodeName>> {
     let mut out: BTreeMap<ServiceKey, BTreeSet<NodeName>> = BTreeMap::new();
     for slice in slices {
-        let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
+        let Some(svc) = slice_service(slice) else {
             continue;
         };
         let key = ServiceKey::new(slice.metadata.namespace.clone().unwrap_or_default(), svc);
