@@ -49,6 +49,49 @@ impl Selection {
     }
 }
 
+/// Follows a Service watch and remembers which Services are ours, so a daemon can tell the
+/// events that matter to it (see [`Ours::event`]) from the churn of everyone else's.
+#[derive(Debug, Clone)]
+pub struct Ours {
+    selection: Selection,
+    keys: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+impl Ours {
+    /// Tracks the Services `selection` calls ours.
+    pub fn new(selection: Selection) -> Self {
+        Self {
+            selection,
+            keys: Default::default(),
+        }
+    }
+
+    /// Records a watch event; true when it concerns a Service that is ours now or was ours
+    /// until this event (it changed class or type, or was deleted).
+    pub fn event(&self, svc: &Service, deleted: bool) -> bool {
+        let key = (
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        let is_ours = self.selection.is_ours(svc);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let was_ours = if is_ours && !deleted {
+            !keys.insert(key)
+        } else {
+            keys.remove(&key)
+        };
+        is_ours || was_ours
+    }
+
+    /// Whether Service `namespace/name` is ours, as of the last event seen.
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(namespace.to_owned(), name.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

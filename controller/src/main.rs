@@ -132,19 +132,28 @@ async fn main() -> anyhow::Result<()> {
 
     let client = daemon.client();
     let changed = Arc::new(Notify::new());
+    let selection = Selection {
+        class: args.load_balancer_class,
+        classless: !args.ignore_classless,
+    };
     // Services and Namespaces are cached whole-cluster: keep only what the controller reads.
+    // A pass runs for events about our Services (or ones that just stopped being ours) and
+    // Services still carrying our marks, not for everyone else's churn.
+    let ours = ferrolb_api::service::Ours::new(selection.clone());
     let (services, services_watch) = reflect_slim(
         &daemon,
         Api::<Service>::all(client.clone()),
         "services",
-        &changed,
+        ferrolb_runtime::Wake::when(changed.clone(), move |svc, deleted| {
+            ours.event(svc, deleted) || status::observed(svc).has_our_marks()
+        }),
         convert::slim_service,
     );
     let (namespaces, namespaces_watch) = reflect_slim(
         &daemon,
         Api::<Namespace>::all(client.clone()),
         "namespaces",
-        &changed,
+        ferrolb_runtime::Wake::always(changed.clone()),
         convert::slim_namespace,
     );
     let pools = daemon.reflect_notify(
@@ -172,10 +181,7 @@ async fn main() -> anyhow::Result<()> {
         services,
         namespaces,
         pools,
-        selection: Selection {
-            class: args.load_balancer_class,
-            classless: !args.ignore_classless,
-        },
+        selection,
         pool_selector: args.pool_selector,
         ip_mode: args.ip_mode,
         metrics: controller_metrics,
@@ -203,7 +209,7 @@ fn reflect_slim<K>(
     daemon: &Daemon,
     api: Api<K>,
     resource: &'static str,
-    changed: &Arc<Notify>,
+    wake: ferrolb_runtime::Wake<K>,
     strip: fn(&mut K),
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
@@ -223,7 +229,7 @@ where
             .readiness()
             .gate(resource, "waiting for initial list"),
         daemon.metrics().clone(),
-        Some(ferrolb_runtime::Wake::always(changed.clone())),
+        Some(wake),
         strip,
     );
     (store, tokio::spawn(watch))

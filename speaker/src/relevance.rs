@@ -7,9 +7,7 @@
 //! stopped being ours) and their EndpointSlices wake the loops; nodes, pools and
 //! advertisements always do.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-
+use ferrolb_api::service::Ours;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -18,54 +16,32 @@ use crate::views::{Selection, slice_service};
 /// Remembers which Services are ours, from the Service watch, for both watches' filters.
 #[derive(Debug, Clone)]
 pub struct Relevance {
-    selection: Selection,
-    ours: Arc<Mutex<HashSet<(String, String)>>>,
+    ours: Ours,
 }
 
 impl Relevance {
     /// Relevance for Services of `selection`.
     pub fn new(selection: Selection) -> Self {
         Self {
-            selection,
-            ours: Arc::default(),
+            ours: Ours::new(selection),
         }
     }
 
     /// Whether this Service event matters: it is ours now, or was ours until now (it changed
     /// class or type, or was deleted).
     pub fn service(&self, svc: &Service, deleted: bool) -> bool {
-        let key = key(
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-        );
-        let is_ours = self.selection.is_ours(svc);
-        let mut ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
-        let was_ours = if is_ours && !deleted {
-            !ours.insert(key)
-        } else {
-            ours.remove(&key)
-        };
-        is_ours || was_ours
+        self.ours.event(svc, deleted)
     }
 
     /// Whether this EndpointSlice event matters: its Service is ours.
     pub fn slice(&self, slice: &EndpointSlice) -> bool {
-        let Some(service) = slice_service(slice) else {
-            return false;
-        };
-        let key = key(slice.metadata.namespace.as_deref(), Some(service));
-        self.ours
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
+        slice_service(slice).is_some_and(|service| {
+            self.ours.contains(
+                slice.metadata.namespace.as_deref().unwrap_or_default(),
+                service,
+            )
+        })
     }
-}
-
-fn key(namespace: Option<&str>, name: Option<&str>) -> (String, String) {
-    (
-        namespace.unwrap_or_default().to_owned(),
-        name.unwrap_or_default().to_owned(),
-    )
 }
 
 #[cfg(test)]
