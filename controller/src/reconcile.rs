@@ -103,6 +103,7 @@ pub async fn run(
     // Passes are spaced by at least their own duration, so a stream of watch events
     // (our own writes echo back) cannot keep the loop computing instead of writing.
     let mut earliest = Instant::now();
+    let mut last_write = Instant::now();
     ctx.metrics.set_leader(*leader.borrow());
     loop {
         if let Some(state) = leading.as_mut()
@@ -113,10 +114,15 @@ pub async fn run(
                     break;
                 };
                 inflight.push(execute(&ctx, write));
+                last_write = Instant::now();
             }
-            let writing = !inflight.is_empty() || !state.queue.is_empty();
-            events.start(&ctx, writing);
+            let quiet = inflight.is_empty()
+                && state.queue.is_empty()
+                && Instant::now() >= last_write + EVENT_HOLD;
+            events.start(&ctx, quiet);
         }
+        // When waiting Events may go: the writes pause, or the oldest has waited long enough.
+        let events_due = events.due(last_write);
         let deadline = pass_due.unwrap_or(idle_until);
         tokio::select! {
             _ = changed.notified() => {
@@ -151,6 +157,7 @@ pub async fn run(
                 }
             }
             Some(()) = events.inflight.next(), if !events.inflight.is_empty() => {}
+            _ = tokio::time::sleep_until(events_due.unwrap_or(deadline)), if events_due.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 pass_due = None;
                 let is_leader = *leader.borrow();
@@ -293,23 +300,44 @@ struct PendingEvent {
     key: ServiceKey,
     /// The condition written with it, for the allocation metrics.
     condition: Option<(String, String, String)>,
+    queued_at: Instant,
 }
 
-/// Events about written Services. They are created after the writes that make IPs visible:
-/// while writes are queued or in flight at most [`EVENTS_WHILE_WRITING`] Events are in
-/// flight, else up to [`CONCURRENCY`]. Under a burst of new Services the API server's write
-/// rate goes to their status first (what `kubectl get svc` shows and clients wait for), and
-/// the Events follow; a lost Event is logged and counted, never retried.
+/// Events about written Services. They are created once the writes that make IPs visible
+/// pause: no write queued or in flight and none started for [`EVENT_HOLD`]; then up to
+/// [`CONCURRENCY`] at once. During a long burst, one at a time once the oldest has waited
+/// [`EVENT_MAX_WAIT`]. On a busy API server every Event is a write that a new Service's
+/// status would otherwise get, so in a burst of new Services the API server's write rate goes
+/// to what `kubectl get svc` shows first (client-go's recorders are asynchronous too). A lost
+/// Event is logged and counted, never retried.
 #[derive(Default)]
 struct Events {
     waiting: VecDeque<Box<PendingEvent>>,
     inflight: FuturesUnordered<futures::future::BoxFuture<'static, ()>>,
 }
 
-/// Events in flight while Service or pool writes are pending (see [`Events`]).
-const EVENTS_WHILE_WRITING: usize = 2;
+/// How long the writes must pause before queued Events go out (see [`Events`]).
+const EVENT_HOLD: Duration = Duration::from_millis(250);
+/// The longest an Event waits for a pause in the writes (see [`Events`]).
+const EVENT_MAX_WAIT: Duration = Duration::from_secs(10);
 
 impl Events {
+    /// When the loop must look again at Events that wait with none in flight: at the end of
+    /// the hold after `last_write`, or when the oldest has waited long enough.
+    fn due(&self, last_write: Instant) -> Option<Instant> {
+        if !self.inflight.is_empty() {
+            return None; // its completion wakes the loop
+        }
+        let oldest = self.waiting.front()?.queued_at;
+        let starve_at = oldest + EVENT_MAX_WAIT;
+        let hold_end = last_write + EVENT_HOLD;
+        Some(if Instant::now() < hold_end {
+            hold_end.min(starve_at)
+        } else {
+            starve_at
+        })
+    }
+
     /// Queues `pending` and counts the outcome it reports.
     fn queue(&mut self, ctx: &Context, pending: Option<Box<PendingEvent>>) {
         let Some(pending) = pending else { return };
@@ -321,12 +349,17 @@ impl Events {
         self.waiting.push_back(pending);
     }
 
-    /// Starts queued Events up to the limit for `writing`.
-    fn start(&mut self, ctx: &Context, writing: bool) {
-        let limit = if writing {
-            EVENTS_WHILE_WRITING
-        } else {
-            CONCURRENCY
+    /// Starts queued Events: up to [`CONCURRENCY`] when the writes are `quiet`, else one
+    /// that has waited [`EVENT_MAX_WAIT`].
+    fn start(&mut self, ctx: &Context, quiet: bool) {
+        let starved = self
+            .waiting
+            .front()
+            .is_some_and(|p| p.queued_at.elapsed() >= EVENT_MAX_WAIT);
+        let limit = match (quiet, starved) {
+            (true, _) => CONCURRENCY,
+            (false, true) => 1,
+            (false, false) => 0,
         };
         while self.inflight.len() < limit {
             let Some(p) = self.waiting.pop_front() else {
@@ -370,6 +403,7 @@ async fn execute(ctx: &Context, write: Write) -> Done {
                             regarding: w.svc.object_ref(&()),
                             key: w.key.clone(),
                             condition: w.want.condition.clone(),
+                            queued_at: Instant::now(),
                         })
                     });
                     (Vec::new(), event)
