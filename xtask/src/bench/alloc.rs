@@ -90,6 +90,7 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
 async fn bench(root: &Path, controller: &Path, args: &Args) -> anyhow::Result<()> {
     let client = client(root).await?;
     apply_pool_crd(&client).await?;
+    sweep_abandoned(&client).await;
     let started = SystemTime::now();
     let mut rounds = Vec::new();
     let mut failed = Vec::new();
@@ -639,6 +640,35 @@ async fn create_pool(client: &kube::Client, run_id: &str, ns: &str) -> anyhow::R
 
 /// Deletes the round's pool and namespaces and waits (up to 3 min) until the namespaces are
 /// gone, so the next round's controller does not hold them in its caches.
+/// Cleans up after earlier runs that were killed before their own cleanup (their process is
+/// gone): their Services would load every controller and speaker watching Services and skew
+/// this run.
+async fn sweep_abandoned(client: &kube::Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let Ok(list) = namespaces.list(&ListParams::default()).await else {
+        return;
+    };
+    let mut runs = std::collections::BTreeSet::new();
+    for ns in list.items {
+        let name = ns.name_any();
+        let Some(run_id) = name
+            .strip_suffix("-ctl")
+            .or_else(|| name.strip_suffix("-ceil"))
+            .filter(|r| r.starts_with("bench-alloc-"))
+        else {
+            continue;
+        };
+        let pid = run_id.split('-').nth(2).unwrap_or_default();
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            runs.insert(run_id.to_owned());
+        }
+    }
+    for run_id in runs {
+        eprintln!("removing what the abandoned run {run_id} left");
+        cleanup(client, &run_id).await;
+    }
+}
+
 async fn cleanup(client: &kube::Client, run_id: &str) {
     let pools: Api<IPAddressPool> = Api::all(client.clone());
     let _ = pools
