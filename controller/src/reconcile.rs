@@ -147,7 +147,7 @@ pub async fn run(
             }
             Some(mut done) = inflight.next(), if !inflight.is_empty() => {
                 if let Done::Service { event, .. } = &mut done {
-                    events.queue(&ctx, event.take());
+                    events.queue(event.take());
                 }
                 if let Some(state) = leading.as_mut()
                     && state.finish(&ctx, done) > 0
@@ -298,8 +298,6 @@ struct PendingEvent {
     event: Event,
     regarding: k8s_openapi::api::core::v1::ObjectReference,
     key: ServiceKey,
-    /// The condition written with it, for the allocation metrics.
-    condition: Option<(String, String, String)>,
     queued_at: Instant,
 }
 
@@ -338,15 +336,9 @@ impl Events {
         })
     }
 
-    /// Queues `pending` and counts the outcome it reports.
-    fn queue(&mut self, ctx: &Context, pending: Option<Box<PendingEvent>>) {
-        let Some(pending) = pending else { return };
-        match &pending.condition {
-            Some((s, _, _)) if s == "True" => ctx.metrics.allocated(),
-            Some((_, reason, _)) => ctx.metrics.failed(reason),
-            None => {}
-        }
-        self.waiting.push_back(pending);
+    /// Queues `pending`, if any.
+    fn queue(&mut self, pending: Option<Box<PendingEvent>>) {
+        self.waiting.extend(pending);
     }
 
     /// Starts queued Events: up to [`CONCURRENCY`] when the writes are `quiet`, else one
@@ -394,15 +386,21 @@ async fn execute(ctx: &Context, write: Write) -> Done {
         Write::Service(w) => {
             let w = *w;
             let mut versions = w.versions;
-            let (errors, event) = match write_service(ctx, &w.svc, &w.key, &w.have, &w.want).await {
+            let (errors, event) = match write_service(ctx, &w.svc, &w.key, &w.want).await {
                 Ok(written) => {
                     versions.extend(written);
                     let event = w.event.map(|event| {
+                        // An Event marks a new outcome: count it as the metrics' allocation
+                        // or refusal.
+                        match &w.want.condition {
+                            Some((s, _, _)) if s == "True" => ctx.metrics.allocated(),
+                            Some((_, reason, _)) => ctx.metrics.failed(reason),
+                            None => {}
+                        }
                         Box::new(PendingEvent {
                             event,
                             regarding: w.svc.object_ref(&()),
                             key: w.key.clone(),
-                            condition: w.want.condition.clone(),
                             queued_at: Instant::now(),
                         })
                     });
@@ -443,7 +441,6 @@ async fn execute(ctx: &Context, write: Write) -> Done {
 struct ServiceWrite {
     svc: Arc<Service>,
     key: ServiceKey,
-    have: ServiceView,
     want: ServiceView,
     event: Option<Event>,
     /// The Service's version this write is planned on, then those its requests return.
@@ -451,18 +448,11 @@ struct ServiceWrite {
 }
 
 impl ServiceWrite {
-    fn new(
-        svc: Arc<Service>,
-        key: ServiceKey,
-        have: ServiceView,
-        want: ServiceView,
-        event: Option<Event>,
-    ) -> Self {
+    fn new(svc: Arc<Service>, key: ServiceKey, want: ServiceView, event: Option<Event>) -> Self {
         let versions = svc.metadata.resource_version.iter().cloned().collect();
         Self {
             svc,
             key,
-            have,
             want,
             event,
             versions,
@@ -648,7 +638,7 @@ impl Leading {
                             action: "Release".to_owned(),
                             secondary: None,
                         });
-                        writes.push(ServiceWrite::new(svc.clone(), key, have, want, event));
+                        writes.push(ServiceWrite::new(svc.clone(), key, want, event));
                     }
                 }
             }
@@ -735,7 +725,7 @@ impl Leading {
             if have == want || self.busy.contains(&key) || self.already_written(&svc, &key, &want) {
                 continue;
             }
-            writes.push(ServiceWrite::new(svc, key, have, want, event));
+            writes.push(ServiceWrite::new(svc, key, want, event));
         }
         writes
     }
@@ -801,19 +791,16 @@ impl Leading {
     }
 }
 
-/// The status (what `kubectl get svc` shows) and the pool annotation, in one request when
-/// they differ; a second request only when the annotation did not take (see
-/// [`status::annotation_missed`]). Returns the versions the requests made.
+/// The status (what `kubectl get svc` shows) and the pool annotation, in one request (passes
+/// plan a write only where the Service shows something else); a second request only when the
+/// annotation did not take (see [`status::annotation_missed`]). Returns the versions the
+/// requests made.
 async fn write_service(
     ctx: &Context,
     svc: &Service,
     key: &ServiceKey,
-    have: &ServiceView,
     want: &ServiceView,
 ) -> Result<Vec<String>, Error> {
-    if !status::status_differs(have, want) {
-        return Ok(Vec::new());
-    }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     ctx.metrics.service_write("status");
     let written = status::write_service_status(&api, svc, want).await?;
@@ -902,13 +889,7 @@ mod tests {
     fn a_store_behind_our_own_writes_plans_no_second_write() {
         let key = ServiceKey::new("shop", "web");
         let mut leading = Leading::default();
-        let write = ServiceWrite::new(
-            Arc::new(service("10")),
-            key.clone(),
-            ServiceView::default(),
-            assigned(),
-            None,
-        );
+        let write = ServiceWrite::new(Arc::new(service("10")), key.clone(), assigned(), None);
         assert_eq!(write.versions, ["10"]);
         leading.written.insert(
             key.clone(),
