@@ -282,6 +282,7 @@ proptest! {
         let mut applied = pa.clone();
         applied.apply(&changes);
         prop_assert_eq!(&applied, &pb);
+        prop_assert!(changes.windows(2).all(|w| w[0].key() < w[1].key()), "changes in key order, each Service once");
         for c in &changes {
             prop_assert!(pa.services.get(c.key()) != pb.services.get(c.key()), "unchanged service in diff");
         }
