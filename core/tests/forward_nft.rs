@@ -105,12 +105,12 @@ add rule inet ferrolb nat-prerouting ip daddr . meta l4proto . th dport vmap @sv
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @flt6
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport @conn6
 add rule inet ferrolb nat-prerouting ip6 daddr . meta l4proto . th dport vmap @svc6
-add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto tcp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4
-add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto udp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4
-add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto sctp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4
-add rule inet ferrolb filter-forward meta nfproto ipv6 meta l4proto tcp ct original ip6 daddr . meta l4proto . ct original proto-dst @bytes6
-add rule inet ferrolb filter-forward meta nfproto ipv6 meta l4proto udp ct original ip6 daddr . meta l4proto . ct original proto-dst @bytes6
-add rule inet ferrolb filter-forward meta nfproto ipv6 meta l4proto sctp ct original ip6 daddr . meta l4proto . ct original proto-dst @bytes6
+add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto tcp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4 accept
+add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto udp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4 accept
+add rule inet ferrolb filter-forward meta nfproto ipv4 meta l4proto sctp ct original ip daddr . meta l4proto . ct original proto-dst @bytes4 accept
+add rule inet ferrolb filter-forward meta nfproto ipv6 meta l4proto tcp ct original ip6 daddr . meta l4proto . ct original proto-dst @bytes6 accept
+add rule inet ferrolb filter-forward meta nfproto ipv6 meta l4proto udp ct original ip6 daddr . meta l4proto . ct original proto-dst @bytes6 accept
+add rule inet ferrolb filter-forward meta nfproto ipv6 meta l4proto sctp ct original ip6 daddr . meta l4proto . ct original proto-dst @bytes6 accept
 add rule inet ferrolb nat-postrouting meta mark & 0x00002000 != 0 meta mark set meta mark & 0xffffdfff masquerade fully-random
 add rule inet ferrolb refuse-reset meta l4proto tcp reject with tcp reset
 add rule inet ferrolb refuse-unreachable reject with icmpx port-unreachable

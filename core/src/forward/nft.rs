@@ -696,12 +696,15 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
         ));
     }
     // `ct original proto-dst` has a type only after a protocol match (nft 1.0.6), hence one
-    // rule per protocol; a rule whose protocol differs stops at its first comparison.
+    // rule per protocol; a rule whose protocol differs stops at its first comparison. A counted
+    // packet leaves the chain at once (`accept` ends this base chain only: every other chain
+    // on the hook still judges the packet), so the rules after it cost it nothing: this chain
+    // is the kernel path's only per-packet work beyond conntrack.
     for fam in [Family::V4, Family::V6] {
         let bytes = fam.maps()[3];
         for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
             v.push(format!(
-                "add rule {t} filter-forward meta nfproto {} meta l4proto {} ct original {} daddr . meta l4proto . ct original proto-dst @{}",
+                "add rule {t} filter-forward meta nfproto {} meta l4proto {} ct original {} daddr . meta l4proto . ct original proto-dst @{} accept",
                 fam.nfproto(),
                 proto.as_str(),
                 fam.ip(),
