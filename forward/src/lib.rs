@@ -16,7 +16,7 @@ pub mod userspace;
 pub use error::ForwardError;
 pub use metrics::ForwardMetrics;
 pub use nft::{
-    ApplyKind, ApplyReport, CounterReader, CounterReading, FrontendCounts, NftForwarder,
+    ApplyKind, ApplyReport, CounterReader, CounterReading, Flusher, FrontendCounts, NftForwarder,
 };
 pub use runner::{RunInputs, RunSettings, run};
 pub use sysctl::{IpForwarding, ip_forwarding};

@@ -34,11 +34,13 @@ pub struct ApplyReport {
     pub services_changed: usize,
     /// The transaction sent to `nft` (empty when unchanged).
     pub script: String,
-    /// Time from rendering to `nft` exiting (conntrack flushes not included).
+    /// Time from rendering to `nft` exiting.
     pub elapsed: Duration,
-    /// UDP flows to endpoints that went away whose conntrack entries were deleted, so their
-    /// next packets are balanced again (failures are logged, not returned: the rules are right).
-    pub flushed: Vec<StaleFlow>,
+    /// UDP flows to endpoints that went away: their conntrack entries still send them there
+    /// until [`Flusher::flush`] deletes them (after this apply, so a flushed flow's next packet
+    /// meets the new rules). Left to the caller because each flush walks the whole conntrack
+    /// table (tens of milliseconds with a busy one), which must not delay the next apply.
+    pub stale: Vec<StaleFlow>,
 }
 
 /// Keeps FerroLB's nftables table equal to the latest plan.
@@ -114,7 +116,7 @@ impl NftForwarder {
                         services_changed: 0,
                         script: String::new(),
                         elapsed: start.elapsed(),
-                        flushed: Vec::new(),
+                        stale: Vec::new(),
                     });
                 }
                 let script = delta_transaction(&self.config, &old, &mut shared, &changes);
@@ -139,60 +141,20 @@ impl NftForwarder {
         self.applied = Some((next, shared));
         let elapsed = start.elapsed();
         info!(table = %self.config.table, ?kind, services_changed, ?elapsed, "forwarding rules applied");
-        // After the rules: a flow flushed before them would be re-created to the old endpoint.
-        let flushed = stale
-            .into_iter()
-            .filter(|flow| match self.flush(flow) {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(vip = %flow.frontend.vip, port = flow.frontend.port, backend = %flow.backend, error = %e, "flushing UDP conntrack entries of a removed endpoint failed; they expire by themselves");
-                    false
-                }
-            })
-            .collect();
         Ok(ApplyReport {
             kind,
             services_changed,
             script,
             elapsed,
-            flushed,
+            stale,
         })
     }
 
-    /// Deletes the conntrack entries of UDP flows from `flow.frontend` DNATed to `flow.backend`.
-    fn flush(&self, flow: &StaleFlow) -> Result<(), ForwardError> {
-        let family = if flow.backend.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        };
-        let (vip, port) = (
-            flow.frontend.vip.to_string(),
-            flow.frontend.port.to_string(),
-        );
-        let (be, be_port) = (
-            flow.backend.ip().to_string(),
-            flow.backend.port().to_string(),
-        );
-        let args = [
-            "-D",
-            "-f",
-            family,
-            "-p",
-            "udp",
-            "--orig-dst",
-            &vip,
-            "--orig-port-dst",
-            &port,
-            "--reply-src",
-            &be,
-            "--reply-port-src",
-            &be_port,
-        ];
-        match run(&self.conntrack, &args, "") {
-            // conntrack exits non-zero when nothing matched: no flow, nothing to flush.
-            Err(ForwardError::Nft { stderr, .. }) if stderr.contains(" 0 flow entries") => Ok(()),
-            r => r.map(drop),
+    /// What flushing stale UDP flows needs, detached from the forwarder so that it can run
+    /// beside the next apply.
+    pub fn flusher(&self) -> Flusher {
+        Flusher {
+            conntrack: self.conntrack.clone(),
         }
     }
 
@@ -235,6 +197,68 @@ impl NftForwarder {
 
     fn nft(&self, args: &[&str], stdin: &str) -> Result<String, ForwardError> {
         run(&self.argv, args, stdin)
+    }
+}
+
+/// Deletes the conntrack entries of UDP flows to endpoints that went away (see
+/// [`ApplyReport::stale`]), with `conntrack` from conntrack-tools.
+#[derive(Debug, Clone)]
+pub struct Flusher {
+    conntrack: Vec<String>,
+}
+
+impl Flusher {
+    /// Flushes `flows`; returns those whose entries are gone (none matching counts). Failures
+    /// are logged, not returned: the rules are right, and the entries expire by themselves.
+    pub fn flush(&self, flows: &[StaleFlow]) -> Vec<StaleFlow> {
+        flows
+            .iter()
+            .filter(|flow| match self.flush_one(flow) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(vip = %flow.frontend.vip, port = flow.frontend.port, backend = %flow.backend, error = %e, "flushing UDP conntrack entries of a removed endpoint failed; they expire by themselves");
+                    false
+                }
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Deletes the conntrack entries of UDP flows from `flow.frontend` DNATed to `flow.backend`.
+    fn flush_one(&self, flow: &StaleFlow) -> Result<(), ForwardError> {
+        let family = if flow.backend.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        };
+        let (vip, port) = (
+            flow.frontend.vip.to_string(),
+            flow.frontend.port.to_string(),
+        );
+        let (be, be_port) = (
+            flow.backend.ip().to_string(),
+            flow.backend.port().to_string(),
+        );
+        let args = [
+            "-D",
+            "-f",
+            family,
+            "-p",
+            "udp",
+            "--orig-dst",
+            &vip,
+            "--orig-port-dst",
+            &port,
+            "--reply-src",
+            &be,
+            "--reply-port-src",
+            &be_port,
+        ];
+        match run(&self.conntrack, &args, "") {
+            // conntrack exits non-zero when nothing matched: no flow, nothing to flush.
+            Err(ForwardError::Nft { stderr, .. }) if stderr.contains(" 0 flow entries") => Ok(()),
+            r => r.map(drop),
+        }
     }
 }
 

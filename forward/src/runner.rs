@@ -2,8 +2,10 @@
 //! nftables table kept equal to the plan for them, removed on a clean stop.
 
 use crate::k8s::{ForwardingPath, forward_inputs};
-use crate::{ApplyKind, CounterReading, ForwardError, ForwardMetrics, NftForwarder, ip_forwarding};
-use ferrolb_core::forward::{Backends, plan};
+use crate::{
+    ApplyKind, CounterReading, Flusher, ForwardError, ForwardMetrics, NftForwarder, ip_forwarding,
+};
+use ferrolb_core::forward::{Backends, StaleFlow, plan};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::Store;
@@ -12,7 +14,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{error, info, warn};
 
 /// A counter reading that took `t` is followed by at least this many times `t` without one, so
@@ -110,6 +112,12 @@ pub async fn run<K: Send + Sync + 'static>(
         return;
     }
     let mut fwd = Some(NftForwarder::new(settings.table.clone()));
+    // Stale UDP flows are flushed beside the loop: a flush walks the whole conntrack table.
+    let (stale_tx, stale_rx) = mpsc::unbounded_channel();
+    let flushing = tokio::spawn(flush_stale(
+        fwd.as_ref().expect("just made").flusher(),
+        stale_rx,
+    ));
     let mut announced_open = true;
     let mut failing = false;
     let mut counters_read: Option<Instant> = None;
@@ -153,12 +161,17 @@ pub async fn run<K: Send + Sync + 'static>(
         }));
         let mut f = fwd.take().expect("forwarder is put back after each apply");
         let start = Instant::now();
-        let (f, result) = tokio::task::spawn_blocking(move || {
+        let (f, mut result) = tokio::task::spawn_blocking(move || {
             let r = f.apply(&planned.plan);
             (f, r)
         })
         .await
         .expect("apply task does not panic");
+        if let Ok(r) = &mut result
+            && !r.stale.is_empty()
+        {
+            let _ = stale_tx.send(std::mem::take(&mut r.stale));
+        }
         // Counters are read beside the loop, so a reading never delays the next apply.
         if let Some(done) = reading.take_if(|r| r.is_finished()) {
             match done.await {
@@ -215,11 +228,23 @@ pub async fn run<K: Send + Sync + 'static>(
         }
         tokio::time::sleep(settings.debounce).await;
     }
+    // Flows of a table about to go need no flush.
+    flushing.abort();
     let mut f = fwd.take().expect("forwarder present at stop");
     match tokio::task::spawn_blocking(move || f.remove()).await {
         Ok(Ok(())) => info!(table = %settings.table, "forwarding stopped; table removed"),
         Ok(Err(e)) => error!(error = %e, "removing the forwarding table failed"),
         Err(e) => error!(error = %e, "removing the forwarding table panicked"),
+    }
+}
+
+/// Flushes the stale UDP flows of each apply, in order, one apply's at a time.
+async fn flush_stale(flusher: Flusher, mut stale: mpsc::UnboundedReceiver<Vec<StaleFlow>>) {
+    while let Some(flows) = stale.recv().await {
+        let f = flusher.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || f.flush(&flows)).await {
+            warn!(error = %e, "flushing stale UDP flows panicked");
+        }
     }
 }
 

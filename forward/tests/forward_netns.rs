@@ -529,16 +529,17 @@ fn udp_flows_move_to_a_live_endpoint_when_theirs_goes_away() {
     };
     let one = service("dns", &[VIP4], 53, &[kept]);
     let r = fwd.apply(&plan_of(&[one])).unwrap();
-    assert_eq!(r.flushed.len(), 1, "{:?}", r.flushed);
-    assert_eq!(
-        r.flushed[0].backend,
-        format!("{gone}:8080").parse().unwrap()
-    );
+    assert_eq!(r.stale.len(), 1, "{:?}", r.stale);
+    assert_eq!(r.stale[0].backend, format!("{gone}:8080").parse().unwrap());
+    // Until the flush the flow keeps its conntrack entry, and with it its endpoint.
+    assert_eq!(ask(), first, "a stale flow moves only when flushed");
+    let flushed = fwd.flusher().flush(&r.stale);
+    assert_eq!(flushed, r.stale, "the stale flow's entries were deleted");
     let now = ask();
     assert_ne!(now, first, "the flow moved off the removed endpoint");
     // Adding the endpoint back flushes nothing.
     let r = fwd.apply(&plan_of(std::slice::from_ref(&both))).unwrap();
-    assert!(r.flushed.is_empty());
+    assert!(r.stale.is_empty());
     assert_eq!(ask(), now, "adding an endpoint leaves existing flows alone");
 }
 
