@@ -1,7 +1,8 @@
 //! Golden tests for the nftables rendering of forwarding plans.
 
 use ferrolb_core::forward::nft::{
-    NftConfig, delta_transaction, full_transaction, remove_transaction,
+    ElementDelta, MapName, NftConfig, delta, delta_transaction, full_transaction,
+    remove_transaction,
 };
 use ferrolb_core::forward::{
     Endpoint, EndpointConditions, ForwardService, Protocol, ServiceKey, ServicePort,
@@ -216,6 +217,48 @@ add element inet ferrolb be4tcp { 192.0.2.10 . 80 . 2 : 198.18.3.2 . 8080 }
         "{got}"
     );
     assert!(!got.contains("pick-v4-tcp-3"), "{got}");
+}
+
+#[test]
+fn element_only_deltas_come_as_element_operations_too() {
+    let cfg = NftConfig::default();
+    let old = plan(&[web(), dns(), empty()], "node-a").plan;
+    let swap = plan(
+        &[web_with(&["198.18.1.2", "198.18.3.2"]), dns(), empty()],
+        "node-a",
+    )
+    .plan;
+    let mut shared = full_transaction(&cfg, &old).1;
+    let d = delta(&cfg, &old, &mut shared, &diff(&old, &swap));
+    assert_eq!(
+        d.elements,
+        Some(ElementDelta {
+            delete: [(
+                MapName::Be4(Protocol::Tcp),
+                vec!["192.0.2.10 . 80 . 1".to_string()]
+            )]
+            .into(),
+            add: [(
+                MapName::Be4(Protocol::Tcp),
+                vec![(
+                    "192.0.2.10 . 80 . 1".to_string(),
+                    "198.18.3.2 . 8080".to_string()
+                )]
+            )]
+            .into(),
+        })
+    );
+    assert!(
+        d.script.lines().all(|l| l.contains(" element ")),
+        "{}",
+        d.script
+    );
+    // A count change whose pick chain must be created is more than elements.
+    let three = ["198.18.1.2", "198.18.2.2", "198.18.3.2"];
+    let grown = plan(&[web_with(&three), dns(), empty()], "node-a").plan;
+    let d = delta(&cfg, &swap, &mut shared, &diff(&swap, &grown));
+    assert!(d.script.contains("add chain"), "{}", d.script);
+    assert_eq!(d.elements, None);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Property tests of the forwarding plan, its diff, and its nftables transactions.
 
-use ferrolb_core::forward::nft::{NftConfig, delta_transaction, full_transaction};
+use ferrolb_core::forward::nft::{NftConfig, delta, delta_transaction, full_transaction};
 use ferrolb_core::forward::{
     Backends, Endpoint, EndpointConditions, EndpointPool, ForwardService, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, diff, plan,
@@ -295,7 +295,17 @@ proptest! {
         let mut incremental = Model::default();
         let (script, mut shared) = full_transaction(&cfg, &pa);
         incremental.run(&script);
-        incremental.run(&delta_transaction(&cfg, &pa, &mut shared, &diff(&pa, &pb)));
+        let d = delta(&cfg, &pa, &mut shared, &diff(&pa, &pb));
+        // The element operations exist exactly when the script is element commands alone,
+        // and they hold its elements (one deleted or added key per listed element).
+        let element_lines = d.script.lines().all(|l| l.contains(" element "));
+        prop_assert_eq!(d.elements.is_some(), element_lines, "{}", d.script);
+        if let Some(e) = &d.elements {
+            let listed = |verb: &str| d.script.lines().filter(|l| l.starts_with(verb)).map(|l| l.matches(", ").count() + 1).sum::<usize>();
+            prop_assert_eq!(e.delete.values().map(Vec::len).sum::<usize>(), listed("delete element"));
+            prop_assert_eq!(e.add.values().map(Vec::len).sum::<usize>(), listed("add element"));
+        }
+        incremental.run(&d.script);
         let mut fresh = Model::default();
         fresh.run(&full_transaction(&cfg, &pb).0);
         prop_assert_eq!(incremental.checked(), fresh.checked());

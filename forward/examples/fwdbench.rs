@@ -17,7 +17,7 @@ use ferrolb_core::forward::{
     Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, plan,
 };
-use ferrolb_forward::{ApplyKind, NftForwarder};
+use ferrolb_forward::{ApplyKind, ApplyRoute, NftForwarder};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -238,6 +238,7 @@ fn apply(table: &str, target: &ForwardService, n: u32, updates: u32) -> Result<(
     let full_cpu = children_cpu_ms() - cpu0;
     let cpu0 = children_cpu_ms();
     let mut took = Vec::new();
+    let mut over_netlink = 0;
     let victim = (n / 2).max(1) as usize;
     for round in 0..updates {
         if victim >= svcs.len() {
@@ -262,13 +263,14 @@ fn apply(table: &str, target: &ForwardService, n: u32, updates: u32) -> Result<(
             ));
         }
         took.push(r.elapsed.as_secs_f64() * 1e3);
+        over_netlink += usize::from(r.route == ApplyRoute::Netlink);
         // As the speaker does, beside the next apply; here after it, out of the timing.
         fwd.flusher().flush(&r.stale);
     }
     let update_cpu = (children_cpu_ms() - cpu0) / f64::from(updates.max(1));
     let list: Vec<String> = took.iter().map(|t| format!("{t:.3}")).collect();
     println!(
-        "{{\"services\":{n},\"full_ms\":{:.3},\"full_cpu_ms\":{full_cpu:.0},\"full_bytes\":{},\"update_ms\":[{}],\"update_cpu_ms_mean\":{update_cpu:.1}}}",
+        "{{\"services\":{n},\"full_ms\":{:.3},\"full_cpu_ms\":{full_cpu:.0},\"full_bytes\":{},\"update_ms\":[{}],\"update_cpu_ms_mean\":{update_cpu:.1},\"over_netlink\":{over_netlink}}}",
         full.elapsed.as_secs_f64() * 1e3,
         full.script.len(),
         list.join(",")

@@ -24,6 +24,16 @@ pub enum ForwardError {
         /// What it printed.
         stderr: String,
     },
+    /// An element batch over netlink was refused (nothing of it was applied) or could not be
+    /// sent or answered.
+    #[error("netlink: {what}: {source}")]
+    Netlink {
+        /// What was being done (`add element svc4`, `sending the batch`, …).
+        what: String,
+        /// Why (the kernel's errno for a refusal).
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading a sysctl failed.
     #[error("cannot read {path}: {source}")]
     Sysctl {
@@ -41,6 +51,7 @@ impl ForwardError {
         match self {
             ForwardError::Spawn { .. } => "spawn",
             ForwardError::Nft { .. } => "nft",
+            ForwardError::Netlink { .. } => "netlink",
             ForwardError::Sysctl { .. } => "sysctl",
         }
     }

@@ -1,9 +1,10 @@
 //! The nftables adapter: applies plans as atomic `nft -f -` transactions.
 
 use crate::ForwardError;
+use crate::NfSocket;
 use ferrolb_core::forward::nft::{
-    CounterKind, NftConfig, SharedChains, counter_sets, delta_transaction, frontend_key,
-    full_transaction, remove_transaction,
+    CounterKind, NftConfig, SharedChains, counter_sets, delta, frontend_key, full_transaction,
+    remove_transaction,
 };
 use ferrolb_core::forward::{
     ForwardingPlan, Frontend, ServiceKey, StaleFlow, diff, stale_udp_flows,
@@ -25,6 +26,17 @@ pub enum ApplyKind {
     Unchanged,
 }
 
+/// How a transaction reached the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyRoute {
+    /// An `nft -f -` process.
+    Nft,
+    /// Element messages over the forwarder's netlink socket (an element-only update).
+    Netlink,
+    /// Nothing was sent.
+    None,
+}
+
 /// What one [`NftForwarder::apply`] did.
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
@@ -32,8 +44,10 @@ pub struct ApplyReport {
     pub kind: ApplyKind,
     /// Services whose rules changed.
     pub services_changed: usize,
-    /// The transaction sent to `nft` (empty when unchanged).
+    /// The transaction as an `nft` script (empty when unchanged), whichever way it went.
     pub script: String,
+    /// How it went.
+    pub route: ApplyRoute,
     /// Time from rendering to `nft` exiting.
     pub elapsed: Duration,
     /// UDP flows to endpoints that went away: their conntrack entries still send them there
@@ -49,7 +63,19 @@ pub struct NftForwarder {
     config: NftConfig,
     argv: Vec<String>,
     conntrack: Vec<String>,
+    netlink: Netlink,
     applied: Option<(ForwardingPlan, SharedChains)>,
+}
+
+/// Whether element-only updates go over a netlink socket.
+#[derive(Debug)]
+enum Netlink {
+    /// Opened at the first such update, in this process's network namespace.
+    Auto,
+    /// This socket.
+    Socket(NfSocket),
+    /// Never: every transaction is an `nft` process.
+    Off,
 }
 
 impl NftForwarder {
@@ -59,6 +85,7 @@ impl NftForwarder {
             config: NftConfig::with_table(table),
             argv: vec!["nft".into()],
             conntrack: vec!["conntrack".into()],
+            netlink: Netlink::Auto,
             applied: None,
         }
     }
@@ -69,9 +96,18 @@ impl NftForwarder {
         self
     }
 
-    /// Runs `nft` through this command instead (e.g. `ip netns exec <ns> nft`).
+    /// Runs `nft` through this command instead (e.g. `ip netns exec <ns> nft`). Element-only
+    /// updates then go through it too, unless [`Self::with_netlink`] gives a socket opened
+    /// where that command runs: one opened here could be in another network namespace.
     pub fn with_command(mut self, argv: Vec<String>) -> Self {
         self.argv = argv;
+        self.netlink = Netlink::Off;
+        self
+    }
+
+    /// Sends element-only updates over this socket (opened in the table's network namespace).
+    pub fn with_netlink(mut self, socket: NfSocket) -> Self {
+        self.netlink = Netlink::Socket(socket);
         self
     }
 
@@ -96,13 +132,14 @@ impl NftForwarder {
         // A full apply after a restart or a failure does not know what went before, so it
         // flushes nothing; the flows of endpoints it dropped then time out (UDP: 30-120 s).
         let mut stale = Vec::new();
-        let (kind, services_changed, script, shared, next) = match self.applied.take() {
+        let (kind, services_changed, script, elements, shared, next) = match self.applied.take() {
             None => {
                 let (script, shared) = full_transaction(&self.config, plan);
                 (
                     ApplyKind::Full,
                     plan.services.len(),
                     script,
+                    None,
                     shared,
                     plan.clone(),
                 )
@@ -115,11 +152,12 @@ impl NftForwarder {
                         kind: ApplyKind::Unchanged,
                         services_changed: 0,
                         script: String::new(),
+                        route: ApplyRoute::None,
                         elapsed: start.elapsed(),
                         stale: Vec::new(),
                     });
                 }
-                let script = delta_transaction(&self.config, &old, &mut shared, &changes);
+                let d = delta(&self.config, &old, &mut shared, &changes);
                 // Only changed Services can lose a UDP endpoint (a frontend moving between
                 // Services changes both): comparing just those keeps an update O(change).
                 let only_changed = |p: &ForwardingPlan| ForwardingPlan {
@@ -130,14 +168,29 @@ impl NftForwarder {
                 };
                 stale = stale_udp_flows(&only_changed(&old), &only_changed(plan));
                 old.apply(&changes);
-                (ApplyKind::Incremental, changes.len(), script, shared, old)
+                (
+                    ApplyKind::Incremental,
+                    changes.len(),
+                    d.script,
+                    d.elements,
+                    shared,
+                    old,
+                )
             }
         };
-        if let Err(e) = self.nft(&["-f", "-"], &script) {
-            // The transaction was atomic, but resync whole next time rather than trust our memory.
-            warn!(table = %self.config.table, error = %e, ?kind, "nft transaction failed");
-            return Err(e);
-        }
+        let table = self.config.table.clone();
+        let sent = match elements.as_ref().and_then(|e| Some((self.socket()?, e))) {
+            Some((socket, e)) => socket.apply(&table, e).map(|()| ApplyRoute::Netlink),
+            None => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
+        };
+        let route = match sent {
+            Ok(route) => route,
+            Err(e) => {
+                // The transaction was atomic, but resync whole next time rather than trust our memory.
+                warn!(table = %self.config.table, error = %e, ?kind, "forwarding transaction failed");
+                return Err(e);
+            }
+        };
         self.applied = Some((next, shared));
         let elapsed = start.elapsed();
         info!(table = %self.config.table, ?kind, services_changed, ?elapsed, "forwarding rules applied");
@@ -145,9 +198,28 @@ impl NftForwarder {
             kind,
             services_changed,
             script,
+            route,
             elapsed,
             stale,
         })
+    }
+
+    /// The netlink socket for element-only updates, opening it on first use; `None` when
+    /// they go through `nft` (configured so, or the socket cannot be had: logged once).
+    fn socket(&mut self) -> Option<&mut NfSocket> {
+        if let Netlink::Auto = self.netlink {
+            self.netlink = match NfSocket::open() {
+                Ok(s) => Netlink::Socket(s),
+                Err(e) => {
+                    warn!(error = %e, "no netfilter netlink socket; every update runs nft");
+                    Netlink::Off
+                }
+            };
+        }
+        match &mut self.netlink {
+            Netlink::Socket(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// What flushing stale UDP flows needs, detached from the forwarder so that it can run

@@ -14,7 +14,9 @@ use ferrolb_core::forward::{
     Endpoint, EndpointConditions, ForwardService, ForwardingPlan, Frontend, Protocol, ServiceKey,
     ServicePort, SessionAffinity, TrafficPolicy, plan,
 };
-use ferrolb_forward::{ApplyKind, FrontendCounts, NftForwarder};
+use ferrolb_forward::{
+    ApplyKind, ApplyRoute, ForwardError, FrontendCounts, NfSocket, NftForwarder,
+};
 use netns::{in_ns, sh};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -599,6 +601,148 @@ fn endpoints_are_data_in_the_shared_backend_maps() {
         .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
         .collect();
     assert_eq!(tally(tcp).0.len(), 2);
+}
+
+/// The table as `nft -j` lists it, without handles and counter values, with every element
+/// list and the objects sorted: what two ways of building one table must agree on.
+fn table_content(ns: &str) -> serde_json::Value {
+    fn normalize(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.remove("handle");
+                o.remove("counter");
+                o.values_mut().for_each(normalize);
+            }
+            serde_json::Value::Array(a) => {
+                a.iter_mut().for_each(normalize);
+                a.sort_by_key(|x| x.to_string());
+            }
+            _ => {}
+        }
+    }
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "ferrolb",
+        ])
+        .output()
+        .expect("nft -j");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft JSON");
+    let objects = v["nftables"].as_array_mut().expect("nftables array");
+    objects.retain(|o| o.get("metainfo").is_none());
+    normalize(&mut v);
+    v
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run cargo xtask test as root"]
+fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
+    let lab = Lab::new();
+    let socket = in_ns(&lab.fw, NfSocket::open).expect("a netlink socket in the node namespace");
+    let mut fwd = lab.forwarder().with_netlink(socket);
+    let web = service(
+        "web",
+        &[VIP4, VIP6],
+        80,
+        &[
+            "198.18.1.2",
+            "198.18.2.2",
+            "2001:db8:b1::2",
+            "2001:db8:b2::2",
+        ],
+    );
+    // api's three endpoints keep the shared pick chains of three in the table, and keep's two
+    // those of two, as a cluster's many Services keep every small count's chain.
+    let keep = service("keep", &[VIP4], 82, &["198.18.1.2", "198.18.2.2"]);
+    let api = service(
+        "api",
+        &[VIP4],
+        81,
+        &["198.18.1.2", "198.18.2.2", "198.18.1.3"],
+    );
+    let api = [api, keep]; // the other Services, unchanged throughout
+    sh(&[
+        "ip",
+        "-n",
+        &lab.b1,
+        "addr",
+        "add",
+        "198.18.1.3/24",
+        "dev",
+        "eth0",
+    ]);
+    let r = fwd
+        .apply(&plan_of(&[web.clone(), api[0].clone(), api[1].clone()]))
+        .unwrap();
+    assert_eq!((r.kind, r.route), (ApplyKind::Full, ApplyRoute::Nft));
+
+    // An endpoint swap is elements only: over netlink, and traffic follows it.
+    let mut moved = web.clone();
+    moved.endpoints[1] = endpoint("198.18.1.3");
+    let r = fwd
+        .apply(&plan_of(&[moved.clone(), api[0].clone(), api[1].clone()]))
+        .unwrap();
+    assert_eq!(
+        (r.kind, r.route),
+        (ApplyKind::Incremental, ApplyRoute::Netlink),
+        "{}",
+        r.script
+    );
+    let tcp: Vec<String> = (0..30)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
+
+    // A third endpoint moves the frontends onto the pick chains api uses: elements only too.
+    let mut grown = moved;
+    grown.endpoints.push(endpoint("198.18.2.2"));
+    let r = fwd
+        .apply(&plan_of(&[grown.clone(), api[0].clone(), api[1].clone()]))
+        .unwrap();
+    assert_eq!(r.route, ApplyRoute::Netlink, "{}", r.script);
+    let tcp: Vec<String> = (0..40)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(tcp).0.len(), 2);
+    let udp: Vec<String> = (0..30)
+        .map(|_| udp_get(&lab.cl1, vip(VIP6, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(udp).0.len(), 2, "IPv6 untouched");
+
+    // What netlink built is what nft builds from scratch for the same plan.
+    let incremental = table_content(&lab.fw);
+    let mut fresh = lab.forwarder();
+    fresh
+        .apply(&plan_of(&[grown.clone(), api[0].clone(), api[1].clone()]))
+        .unwrap();
+    assert_eq!(incremental, table_content(&lab.fw));
+
+    // Bad input tried: an element removed behind FerroLB's back. The batch that deletes it is
+    // refused whole with the kernel's reason, and the next apply rebuilds the table.
+    let behind = format!("delete element inet ferrolb be4tcp {{ {VIP4} . 80 . 2 }}");
+    sh(&["ip", "netns", "exec", &lab.fw, "nft", &behind]);
+    let mut shrunk = grown.clone();
+    shrunk.endpoints.pop(); // back to two IPv4 endpoints (both on b1): slot 2 goes
+    let err = fwd.apply(&plan_of(&[shrunk.clone(), api[0].clone(), api[1].clone()]));
+    match err {
+        Err(ForwardError::Netlink { what, source }) => {
+            assert!(what.contains("be4tcp"), "{what}");
+            assert_eq!(source.raw_os_error(), Some(2), "ENOENT: {source}");
+        }
+        other => panic!("expected a netlink refusal, got {other:?}"),
+    }
+    let r = fwd
+        .apply(&plan_of(&[shrunk, api[0].clone(), api[1].clone()]))
+        .unwrap();
+    assert_eq!((r.kind, r.route), (ApplyKind::Full, ApplyRoute::Nft));
+    let tcp: Vec<String> = (0..40)
+        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
+        .collect();
+    assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
 }
 
 #[test]

@@ -560,7 +560,7 @@ struct Transaction {
     add_sets: Vec<String>,
     add_chains: Vec<String>,
     add_rules: Vec<String>,
-    add_elements: BTreeMap<MapName, Vec<String>>,
+    add_elements: BTreeMap<MapName, Vec<(String, String)>>,
 }
 
 impl Transaction {
@@ -587,12 +587,10 @@ impl Transaction {
         }
         for ((map, key), value) in &new.elements {
             if old.elements.get(&(*map, key.clone())) != Some(value) {
-                let element = if value.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{key} : {value}")
-                };
-                self.add_elements.entry(*map).or_default().push(element);
+                self.add_elements
+                    .entry(*map)
+                    .or_default()
+                    .push((key.clone(), value.clone()));
             }
         }
         for (name, rules) in &old.chains {
@@ -657,6 +655,16 @@ impl Transaction {
             let _ = writeln!(out, "{line}");
         }
         for (map, elements) in &self.add_elements {
+            let elements: Vec<String> = elements
+                .iter()
+                .map(|(key, value)| {
+                    if value.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key} : {value}")
+                    }
+                })
+                .collect();
             let _ = writeln!(
                 out,
                 "add element {t} {} {{ {} }}",
@@ -666,6 +674,44 @@ impl Transaction {
         }
         out
     }
+
+    /// The element changes alone, if that is all this transaction holds.
+    fn elements_only(&self) -> Option<ElementDelta> {
+        let objects = [
+            &self.flush_chains,
+            &self.del_chains,
+            &self.del_sets,
+            &self.add_sets,
+            &self.add_chains,
+            &self.add_rules,
+        ];
+        objects.iter().all(|v| v.is_empty()).then(|| ElementDelta {
+            delete: self.del_elements.clone(),
+            add: self.add_elements.clone(),
+        })
+    }
+}
+
+/// A delta that only deletes and adds elements of the table's maps and sets: no set, chain or
+/// rule changes. Most updates are one (an endpoint swap; an endpoint count change onto a pick
+/// chain other Services already use), and a caller may send it as element messages instead of
+/// a script: the same transaction, without a process per update.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElementDelta {
+    /// Per map, the keys to delete, first (as `nft list` prints them).
+    pub delete: BTreeMap<MapName, Vec<String>>,
+    /// Per map, the (key, value) elements to add after the deletes; the value is a verdict
+    /// (`goto <chain>`, `jump <chain>`), an endpoint (`<ip> . <port>`), or empty in a set.
+    pub add: BTreeMap<MapName, Vec<(String, String)>>,
+}
+
+/// One incremental transaction: the script, and its element changes when that is all it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delta {
+    /// The `nft -f` script (empty when nothing changes).
+    pub script: String,
+    /// The same changes as element operations, if the script holds nothing else.
+    pub elements: Option<ElementDelta>,
 }
 
 /// The table, its maps, base chains (hooks) and shared refusal chains, without any Service.
@@ -755,6 +801,16 @@ pub fn delta_transaction(
     shared: &mut SharedChains,
     changes: &[Change],
 ) -> String {
+    delta(cfg, old, shared, changes).script
+}
+
+/// [`delta_transaction`], with the element operations when the delta is nothing else.
+pub fn delta(
+    cfg: &NftConfig,
+    old: &ForwardingPlan,
+    shared: &mut SharedChains,
+    changes: &[Change],
+) -> Delta {
     let t = cfg.family_table();
     let mut tx = Transaction::default();
     let before = shared.names();
@@ -774,7 +830,11 @@ pub fn delta_transaction(
         shared.acquire(&new_objs.shared);
     }
     shared.add_changes(&t, &before, &mut tx);
-    tx.render(&t, Vec::new())
+    let elements = tx.elements_only();
+    Delta {
+        script: tx.render(&t, Vec::new()),
+        elements,
+    }
 }
 
 /// One transaction removing the table if it exists.
