@@ -207,16 +207,23 @@ fn service(name: String, vip: IpAddr, ports: &[u16], backends: &[IpAddr]) -> For
     }
 }
 
-/// `target` and `n - 1` others on VIPs of 198.18.128.0/17, one port and two endpoints (of
-/// 198.51.100.0/24) each, as in a cluster with that many Services on one node.
+/// `target` and `n - 1` others on VIPs of 198.18.128.0/17, one port and one, two or three
+/// endpoints (of 198.51.100.0/24; two on average), as in a cluster with that many Services on
+/// one node: every small endpoint count is some Service's, so its shared pick chain exists.
 fn services(target: &ForwardService, n: u32) -> Vec<ForwardService> {
     let mut v = vec![target.clone()];
-    let backends: [IpAddr; 2] =
-        [[198, 51, 100, 10], [198, 51, 100, 11]].map(|o| Ipv4Addr::from(o).into());
+    let backends: [IpAddr; 3] = [[198, 51, 100, 10], [198, 51, 100, 11], [198, 51, 100, 12]]
+        .map(|o| Ipv4Addr::from(o).into());
     for i in 1..n {
         let vip = Ipv4Addr::new(198, 18, 128 + (i / 250 % 120) as u8, (i % 250 + 1) as u8);
         let port = 1000 + (i / 30_000) as u16;
-        v.push(service(format!("svc{i}"), vip.into(), &[port], &backends));
+        let count = 1 + i as usize % 3;
+        v.push(service(
+            format!("svc{i}"),
+            vip.into(),
+            &[port],
+            &backends[..count],
+        ));
     }
     v
 }
@@ -225,13 +232,18 @@ fn plan_of(services: &[ForwardService]) -> ForwardingPlan {
     plan(services, NODE).plan
 }
 
-/// Full apply of `n` Services, then `updates` one-Service changes (alternating an endpoint
-/// swap and a count change on a filler Service), the bench Service kept throughout.
+/// Full apply of `n` Services, then `updates` one-Service changes of a filler Service (its
+/// endpoints cycling 1, 2, 3, 1: count changes and swaps), the bench Service kept throughout.
 fn apply(table: &str, target: &ForwardService, n: u32, updates: u32) -> Result<(), String> {
     if target.endpoints.is_empty() || n == 0 {
         return Err("need at least one backend and one Service".into());
     }
-    let mut fwd = NftForwarder::new(table);
+    // FWDBENCH_NFT_ONLY=1: every transaction through `nft -f`, for an A/B of the netlink route.
+    let mut fwd = if std::env::var_os("FWDBENCH_NFT_ONLY").is_some() {
+        NftForwarder::new(table).with_command(vec!["nft".into()])
+    } else {
+        NftForwarder::new(table)
+    };
     let mut svcs = services(target, n);
     let cpu0 = children_cpu_ms();
     let full = fwd.apply(&plan_of(&svcs)).map_err(|e| e.to_string())?;

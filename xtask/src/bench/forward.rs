@@ -569,8 +569,9 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         verdict(full_ms < 1000.0)
     );
     println!(
-        "one-Service update    p50 {p50:.1} ms, p99 {p99:.1} ms ({} updates)  goal p99 < 50 ms  {}",
+        "one-Service update    p50 {p50:.1} ms, p99 {p99:.1} ms ({} updates, {} over netlink)  goal p99 < 50 ms  {}",
         upd.len(),
+        rules["over_netlink"],
         verdict(p99 < 50.0)
     );
     println!(
@@ -585,7 +586,7 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
     Ok(json!({
         "services": n, "full_ms": full_ms, "full_bytes": rules["full_bytes"],
         "full_cpu_ms": rules["full_cpu_ms"], "update_cpu_ms_mean": rules["update_cpu_ms_mean"],
-        "update_ms": {"p50": p50, "p99": p99, "all": upd},
+        "update_ms": {"p50": p50, "p99": p99, "all": upd}, "over_netlink": rules["over_netlink"],
         "crr_per_s": {"one_before": one_before.rate, "one_after": one_after.rate, "many": many.rate,
             "ratio": ratio, "many_p99_us": many.p99_us, "one_p99_us": (one_before.p99_us + one_after.p99_us) / 2.0},
     }))
