@@ -563,7 +563,9 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
     };
     let one = (one_before.rate + one_after.rate) / 2.0;
     let ratio = many.rate / one;
-    println!("\nferrolb kernel with {n} Services (each TCP+UDP, two endpoints)");
+    println!(
+        "\nferrolb kernel with {n} Services (each TCP+UDP on one port, one to three endpoints)"
+    );
     println!(
         "full apply            {full_ms:>9.1} ms                 goal < 1000 ms  {}",
         verdict(full_ms < 1000.0)
