@@ -276,6 +276,21 @@ fn tally(
     (tags, peers)
 }
 
+/// How many of `n` TCP requests from `ns` to `to` each backend answered.
+fn tcp_tags(ns: &str, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    tally((0..n).map(|_| tcp_get(ns, to).unwrap())).0
+}
+
+/// How many of `n` UDP requests from `ns` to `to` each backend answered.
+fn udp_tags(ns: &str, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    tally((0..n).map(|_| udp_get(ns, to).unwrap())).0
+}
+
+/// Gives backend namespace `ns` one more address (a new endpoint on the same server).
+fn add_address(ns: &str, cidr: &str) {
+    sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", "eth0"]);
+}
+
 /// Per Service, its frontends' counts added up.
 fn service_counts(fwd: &NftForwarder) -> BTreeMap<ServiceKey, FrontendCounts> {
     let reading = fwd.counters().unwrap();
@@ -564,30 +579,19 @@ fn endpoints_are_data_in_the_shared_backend_maps() {
     let report = fwd.apply(&plan_of(std::slice::from_ref(&svc))).unwrap();
     assert!(report.script.contains("map @be4tcp"), "{}", report.script);
     for to in [vip(VIP4, 80), vip(VIP6, 80)] {
-        let tcp: Vec<String> = (0..30).map(|_| tcp_get(&lab.cl1, to).unwrap()).collect();
-        assert_eq!(tally(tcp).0.len(), 2, "{to}");
-        let udp: Vec<String> = (0..30).map(|_| udp_get(&lab.cl1, to).unwrap()).collect();
-        assert_eq!(tally(udp).0.len(), 2, "{to}");
+        let tcp = tcp_tags(&lab.cl1, to, 30);
+        assert_eq!(tcp.len(), 2, "{to}");
+        let udp = udp_tags(&lab.cl1, to, 30);
+        assert_eq!(udp.len(), 2, "{to}");
     }
     // Swapping an endpoint rewrites only its slot, and traffic follows.
     let mut moved = svc.clone();
     moved.endpoints[1] = endpoint("198.18.1.3");
-    sh(&[
-        "ip",
-        "-n",
-        &lab.b1,
-        "addr",
-        "add",
-        "198.18.1.3/24",
-        "dev",
-        "eth0",
-    ]);
+    add_address(&lab.b1, "198.18.1.3/24");
     let report = fwd.apply(&plan_of(std::slice::from_ref(&moved))).unwrap();
     assert!(!report.script.contains("chain"), "{}", report.script);
-    let tcp: Vec<String> = (0..30)
-        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
+    let tcp = tcp_tags(&lab.cl1, vip(VIP4, 80), 30);
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b1"]);
     // A third endpoint moves the frontend to the shared pick chain of three.
     let mut grown = moved;
     grown.endpoints.push(endpoint("198.18.2.2"));
@@ -597,10 +601,8 @@ fn endpoints_are_data_in_the_shared_backend_maps() {
         "{}",
         report.script
     );
-    let tcp: Vec<String> = (0..40)
-        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(tcp).0.len(), 2);
+    let tcp = tcp_tags(&lab.cl1, vip(VIP4, 80), 40);
+    assert_eq!(tcp.len(), 2);
 }
 
 /// The table as `nft -j` lists it, without handles and counter values, with every element
@@ -665,16 +667,7 @@ fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
         &["198.18.1.2", "198.18.2.2", "198.18.1.3"],
     );
     let api = [api, keep]; // the other Services, unchanged throughout
-    sh(&[
-        "ip",
-        "-n",
-        &lab.b1,
-        "addr",
-        "add",
-        "198.18.1.3/24",
-        "dev",
-        "eth0",
-    ]);
+    add_address(&lab.b1, "198.18.1.3/24");
     let r = fwd
         .apply(&plan_of(&[web.clone(), api[0].clone(), api[1].clone()]))
         .unwrap();
@@ -692,10 +685,8 @@ fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
         "{}",
         r.script
     );
-    let tcp: Vec<String> = (0..30)
-        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
+    let tcp = tcp_tags(&lab.cl1, vip(VIP4, 80), 30);
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b1"]);
 
     // A third endpoint moves the frontends onto the pick chains api uses: elements only too.
     let mut grown = moved;
@@ -704,14 +695,10 @@ fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
         .apply(&plan_of(&[grown.clone(), api[0].clone(), api[1].clone()]))
         .unwrap();
     assert_eq!(r.route, ApplyRoute::Netlink, "{}", r.script);
-    let tcp: Vec<String> = (0..40)
-        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(tcp).0.len(), 2);
-    let udp: Vec<String> = (0..30)
-        .map(|_| udp_get(&lab.cl1, vip(VIP6, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(udp).0.len(), 2, "IPv6 untouched");
+    let tcp = tcp_tags(&lab.cl1, vip(VIP4, 80), 40);
+    assert_eq!(tcp.len(), 2);
+    let udp = udp_tags(&lab.cl1, vip(VIP6, 80), 30);
+    assert_eq!(udp.len(), 2, "IPv6 untouched");
 
     // What netlink built is what nft builds from scratch for the same plan.
     let incremental = table_content(&lab.fw);
@@ -739,10 +726,8 @@ fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
         .apply(&plan_of(&[shrunk, api[0].clone(), api[1].clone()]))
         .unwrap();
     assert_eq!((r.kind, r.route), (ApplyKind::Full, ApplyRoute::Nft));
-    let tcp: Vec<String> = (0..40)
-        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(tcp).0.keys().collect::<Vec<_>>(), ["b1"]);
+    let tcp = tcp_tags(&lab.cl1, vip(VIP4, 80), 40);
+    assert_eq!(tcp.keys().collect::<Vec<_>>(), ["b1"]);
 }
 
 #[test]
@@ -752,10 +737,8 @@ fn client_ip_affinity_sticks_to_one_backend() {
     let mut svc = service("web", &[VIP4], 80, &["198.18.1.2", "198.18.2.2"]);
     svc.session_affinity = SessionAffinity::ClientIp { timeout_s: 60 };
     lab.forwarder().apply(&plan_of(&[svc])).unwrap();
-    let answers: Vec<String> = (0..20)
-        .map(|_| tcp_get(&lab.cl1, vip(VIP4, 80)).unwrap())
-        .collect();
-    assert_eq!(tally(answers).0.len(), 1);
+    let answers = tcp_tags(&lab.cl1, vip(VIP4, 80), 20);
+    assert_eq!(answers.len(), 1);
 }
 
 #[test]
