@@ -1,7 +1,7 @@
 //! Golden tests for the nftables rendering of forwarding plans.
 
 use ferrolb_core::forward::nft::{
-    ElementDelta, MapName, NftConfig, delta, delta_transaction, full_transaction,
+    ElementDelta, MapName, NftConfig, PickChain, delta, delta_transaction, full, full_transaction,
     remove_transaction,
 };
 use ferrolb_core::forward::{
@@ -151,6 +151,63 @@ fn full_ruleset_golden() {
         shared.names().into_iter().collect::<Vec<_>>(),
         ["pick-v4-tcp-2-masq", "pick-v6-tcp-1-masq"]
     );
+}
+
+#[test]
+fn full_table_as_parts_is_the_scripts_pick_chains_and_elements() {
+    let cfg = NftConfig::default();
+    let p = plan(&[web(), empty()], "node-a").plan;
+    let f = full(&cfg, &p);
+    let parts = f.parts.expect("no Service here has chains of its own");
+    let names: Vec<String> = parts.picks.iter().map(PickChain::name).collect();
+    assert_eq!(names, f.shared.names().into_iter().collect::<Vec<_>>());
+    assert_eq!(
+        parts.picks[0],
+        PickChain {
+            ipv6: false,
+            protocol: Protocol::Tcp,
+            endpoints: 2,
+            masquerade: true
+        }
+    );
+    // Each map's elements are the script's one `add element` command for it.
+    for (map, elements) in &parts.elements {
+        let rendered: Vec<String> = elements
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{k} : {v}")
+                }
+            })
+            .collect();
+        let line = format!(
+            "add element inet ferrolb {} {{ {} }}\n",
+            map.as_str(),
+            rendered.join(", ")
+        );
+        assert!(f.script.contains(&line), "{line}");
+    }
+    let element_lines = f
+        .script
+        .lines()
+        .filter(|l| l.starts_with("add element"))
+        .count();
+    assert_eq!(parts.elements.len(), element_lines);
+
+    // Source ranges (a Service's own filter chain) or ClientIP affinity (its own chains and
+    // sets): only the script describes those.
+    let mut ranged = web();
+    ranged.source_ranges = vec!["192.0.2.0/24".parse().unwrap()];
+    let mut sticky = web();
+    sticky.session_affinity = SessionAffinity::ClientIp { timeout_s: 60 };
+    for other in [ranged, sticky, dns()] {
+        let p = plan(&[other, empty()], "node-a").plan;
+        let f = full(&cfg, &p);
+        assert_eq!(f.parts, None);
+        assert_eq!(f.script, full_transaction(&cfg, &p).0);
+    }
 }
 
 /// web with its second IPv4 endpoint replaced, or with one more.

@@ -3,7 +3,7 @@
 use crate::ForwardError;
 use crate::NfSocket;
 use ferrolb_core::forward::nft::{
-    CounterKind, NftConfig, SharedChains, counter_sets, delta, frontend_key, full_transaction,
+    CounterKind, NftConfig, SharedChains, TableParts, counter_sets, delta, frontend_key, full,
     remove_transaction,
 };
 use ferrolb_core::forward::{
@@ -31,7 +31,8 @@ pub enum ApplyKind {
 pub enum ApplyRoute {
     /// An `nft -f -` process.
     Nft,
-    /// Element messages over the forwarder's netlink socket (an element-only update).
+    /// Messages over the forwarder's netlink socket: an element-only update, or a full apply of
+    /// a table holding no Service's own chains or sets.
     Netlink,
     /// Nothing was sent.
     None,
@@ -132,15 +133,17 @@ impl NftForwarder {
         // A full apply after a restart or a failure does not know what went before, so it
         // flushes nothing; the flows of endpoints it dropped then time out (UDP: 30-120 s).
         let mut stale = Vec::new();
+        let mut parts = None;
         let (kind, services_changed, script, elements, shared, next) = match self.applied.take() {
             None => {
-                let (script, shared) = full_transaction(&self.config, plan);
+                let f = full(&self.config, plan);
+                parts = f.parts;
                 (
                     ApplyKind::Full,
                     plan.services.len(),
-                    script,
+                    f.script,
                     None,
-                    shared,
+                    f.shared,
                     plan.clone(),
                 )
             }
@@ -179,9 +182,13 @@ impl NftForwarder {
             }
         };
         let table = self.config.table.clone();
-        let sent = match elements.as_ref().and_then(|e| Some((self.socket()?, e))) {
-            Some((socket, e)) => socket.apply(&table, e).map(|()| ApplyRoute::Netlink),
-            None => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
+        let sent = match (&elements, &parts) {
+            (Some(e), _) => match self.socket() {
+                Some(socket) => socket.apply(&table, e).map(|()| ApplyRoute::Netlink),
+                None => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
+            },
+            (None, Some(p)) => self.full_over_netlink(p, &script),
+            (None, None) => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
         };
         let route = match sent {
             Ok(route) => route,
@@ -202,6 +209,25 @@ impl NftForwarder {
             elapsed,
             stale,
         })
+    }
+
+    /// A full apply as one netlink batch; if the kernel refuses it, the same transaction as a
+    /// script (`nft` is the reference the batch imitates, so a refusal is logged as a bug).
+    fn full_over_netlink(
+        &mut self,
+        parts: &TableParts,
+        script: &str,
+    ) -> Result<ApplyRoute, ForwardError> {
+        let config = self.config.clone();
+        if let Some(socket) = self.socket() {
+            match socket.apply_full(&config, parts) {
+                Ok(()) => return Ok(ApplyRoute::Netlink),
+                Err(e) => {
+                    warn!(table = %config.table, error = %e, "full apply over netlink refused; applying it with nft instead");
+                }
+            }
+        }
+        self.nft(&["-f", "-"], script).map(|_| ApplyRoute::Nft)
     }
 
     /// The netlink socket for element-only updates, opening it on first use; `None` when

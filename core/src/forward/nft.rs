@@ -147,8 +147,8 @@ impl MapName {
         format!("add {kind} {t} {} {{ type {body}; }}", self.as_str())
     }
 
-    /// Every map and set of the table.
-    fn all() -> impl Iterator<Item = MapName> {
+    /// Every map and set of the table, in the order the table creates them.
+    pub fn all() -> impl Iterator<Item = MapName> {
         let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
         [
             MapName::Svc4,
@@ -175,8 +175,8 @@ pub struct ServiceObjects {
     pub chains: BTreeMap<String, Vec<String>>,
     /// (map, key) → value (a verdict, a counter, an endpoint; empty for a set element).
     pub elements: BTreeMap<(MapName, String), String>,
-    /// Shared pick chains its elements jump to, with their rules.
-    pub shared: BTreeMap<String, Vec<String>>,
+    /// Shared pick chains its elements jump to, by name.
+    pub shared: BTreeMap<String, PickChain>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -313,26 +313,55 @@ fn mark_rule(cfg: &NftConfig) -> String {
     format!("meta mark set meta mark | {:#010x}", cfg.masquerade_mark)
 }
 
-/// The shared pick chain of `n` endpoints for a family, protocol and source NAT, with its one
-/// rule.
-fn pick_chain(
-    cfg: &NftConfig,
-    fam: Family,
-    proto: Protocol,
-    n: usize,
-    nat: SourceNat,
-) -> (String, Vec<String>) {
-    let (ip, p) = (fam.ip(), proto.as_str());
-    let (suffix, mark) = match nat {
-        SourceNat::Masquerade => ("-masq", format!("{} ", mark_rule(cfg))),
-        SourceNat::PreserveClient => ("", String::new()),
-    };
-    let name = format!("pick-{}-{p}-{n}{suffix}", fam.tag());
-    let rule = format!(
-        "{mark}dnat {ip} to {ip} daddr . {p} dport . numgen random mod {n} map @{}",
-        fam.backends(proto).as_str()
-    );
-    (name, vec![rule])
+/// A shared pick chain: one per family, protocol, endpoint count and source NAT in use, whose
+/// one rule is `[meta mark set …] dnat to daddr . dport . numgen random mod N map @be…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PickChain {
+    /// IPv6 rather than IPv4.
+    pub ipv6: bool,
+    /// The frontends' protocol.
+    pub protocol: Protocol,
+    /// N: how many endpoints it picks among (index `0..N` in the backend map).
+    pub endpoints: usize,
+    /// Whether it marks connections for masquerading (policy Cluster).
+    pub masquerade: bool,
+}
+
+impl PickChain {
+    fn family(&self) -> Family {
+        if self.ipv6 { Family::V6 } else { Family::V4 }
+    }
+
+    /// `pick-<v4|v6>-<proto>-<N>[-masq]`.
+    pub fn name(&self) -> String {
+        let suffix = if self.masquerade { "-masq" } else { "" };
+        format!(
+            "pick-{}-{}-{}{suffix}",
+            self.family().tag(),
+            self.protocol.as_str(),
+            self.endpoints
+        )
+    }
+
+    /// The backend map its rule looks endpoints up in.
+    pub fn backends(&self) -> MapName {
+        self.family().backends(self.protocol)
+    }
+
+    /// Its rules as nft text.
+    fn rules(&self, cfg: &NftConfig) -> Vec<String> {
+        let (ip, p) = (self.family().ip(), self.protocol.as_str());
+        let mark = if self.masquerade {
+            format!("{} ", mark_rule(cfg))
+        } else {
+            String::new()
+        };
+        vec![format!(
+            "{mark}dnat {ip} to {ip} daddr . {p} dport . numgen random mod {} map @{}",
+            self.endpoints,
+            self.backends().as_str()
+        )]
+    }
 }
 
 /// The objects rendering `service` needs; a pure function of its arguments.
@@ -359,8 +388,14 @@ pub fn service_objects(cfg: &NftConfig, key: &ServiceKey, service: &ServicePlan)
         let mut per_vip = vec![(conn_map, String::new()), (bytes_map, String::new())];
         let target = match service.affinity {
             SessionAffinity::None => {
-                let (chain, rules) = pick_chain(cfg, fam, proto, n, service.source_nat);
-                objs.shared.insert(chain.clone(), rules);
+                let pick = PickChain {
+                    ipv6: fam == Family::V6,
+                    protocol: proto,
+                    endpoints: n,
+                    masquerade: service.source_nat == SourceNat::Masquerade,
+                };
+                let chain = pick.name();
+                objs.shared.insert(chain.clone(), pick);
                 let be_map = fam.backends(proto);
                 for vip in &group.vips {
                     for (i, be) in backends.iter().enumerate() {
@@ -504,7 +539,7 @@ fn filter_rules(
 /// applies transactions, so a chain is created with its first user and deleted after its last.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SharedChains {
-    users: BTreeMap<String, (u32, Vec<String>)>,
+    users: BTreeMap<String, (u32, PickChain)>,
 }
 
 impl SharedChains {
@@ -513,16 +548,13 @@ impl SharedChains {
         self.users.keys().cloned().collect()
     }
 
-    fn acquire(&mut self, chains: &BTreeMap<String, Vec<String>>) {
-        for (name, rules) in chains {
-            self.users
-                .entry(name.clone())
-                .or_insert_with(|| (0, rules.clone()))
-                .0 += 1;
+    fn acquire(&mut self, chains: &BTreeMap<String, PickChain>) {
+        for (name, pick) in chains {
+            self.users.entry(name.clone()).or_insert((0, *pick)).0 += 1;
         }
     }
 
-    fn release(&mut self, chains: &BTreeMap<String, Vec<String>>) {
+    fn release(&mut self, chains: &BTreeMap<String, PickChain>) {
         for name in chains.keys() {
             if let Some(entry) = self.users.get_mut(name) {
                 entry.0 -= 1;
@@ -535,12 +567,16 @@ impl SharedChains {
 
     /// Commands creating the chains in use now that were not in `before`, and deleting those in
     /// `before` no longer in use.
-    fn add_changes(&self, t: &str, before: &BTreeSet<String>, tx: &mut Transaction) {
-        for (name, (_, rules)) in &self.users {
+    fn add_changes(&self, cfg: &NftConfig, before: &BTreeSet<String>, tx: &mut Transaction) {
+        let t = cfg.family_table();
+        for (name, (_, pick)) in &self.users {
             if !before.contains(name) {
                 tx.add_chains.push(format!("add chain {t} {name}"));
-                tx.add_rules
-                    .extend(rules.iter().map(|r| format!("add rule {t} {name} {r}")));
+                tx.add_rules.extend(
+                    pick.rules(cfg)
+                        .iter()
+                        .map(|r| format!("add rule {t} {name} {r}")),
+                );
             }
         }
         for name in before.iter().filter(|n| !self.users.contains_key(*n)) {
@@ -777,19 +813,59 @@ fn base_commands(cfg: &NftConfig) -> Vec<String> {
 /// with exactly `plan`: create-if-missing, delete, recreate. Returns it with the shared chains
 /// it created, which later [`delta_transaction`]s continue from.
 pub fn full_transaction(cfg: &NftConfig, plan: &ForwardingPlan) -> (String, SharedChains) {
+    let f = full(cfg, plan);
+    (f.script, f.shared)
+}
+
+/// The whole table as typed parts, for a caller that sends it as netlink messages instead of
+/// a script: the fixed base of [`full_transaction`] (table, maps, base and refusal chains with
+/// their rules), these pick chains, then these elements, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableParts {
+    /// The shared pick chains in use.
+    pub picks: Vec<PickChain>,
+    /// Per map, every (key, value) element, as in [`ElementDelta::add`].
+    pub elements: BTreeMap<MapName, Vec<(String, String)>>,
+}
+
+/// A full transaction: the script, the shared chains it creates, and the same table as
+/// [`TableParts`] when no Service needs chains or sets of its own (source ranges, ClientIP
+/// affinity: rules only the script describes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full {
+    /// The `nft -f` script.
+    pub script: String,
+    /// The shared chains it creates.
+    pub shared: SharedChains,
+    /// The same table as parts, if it holds nothing but the base, pick chains and elements.
+    pub parts: Option<TableParts>,
+}
+
+/// [`full_transaction`], with the table as [`TableParts`] where it can be.
+pub fn full(cfg: &NftConfig, plan: &ForwardingPlan) -> Full {
     let t = cfg.family_table();
     let mut head = vec![format!("add table {t}"), format!("delete table {t}")];
     head.extend(base_commands(cfg));
     let mut shared = SharedChains::default();
     let mut tx = Transaction::default();
     let empty = ServiceObjects::default();
+    let mut own_objects = false;
     for (key, service) in &plan.services {
         let objs = service_objects(cfg, key, service);
+        own_objects |= !objs.sets.is_empty() || !objs.chains.is_empty();
         tx.add_diff(&t, &empty, &objs);
         shared.acquire(&objs.shared);
     }
-    shared.add_changes(&t, &BTreeSet::new(), &mut tx);
-    (tx.render(&t, head), shared)
+    shared.add_changes(cfg, &BTreeSet::new(), &mut tx);
+    let parts = (!own_objects).then(|| TableParts {
+        picks: shared.users.values().map(|(_, pick)| *pick).collect(),
+        elements: tx.add_elements.clone(),
+    });
+    Full {
+        script: tx.render(&t, head),
+        shared,
+        parts,
+    }
 }
 
 /// One transaction applying `changes` to a table that holds exactly `old` with `shared` chains,
@@ -829,7 +905,7 @@ pub fn delta(
         shared.release(&old_objs.shared);
         shared.acquire(&new_objs.shared);
     }
-    shared.add_changes(&t, &before, &mut tx);
+    shared.add_changes(cfg, &before, &mut tx);
     let elements = tx.elements_only();
     Delta {
         script: tx.render(&t, Vec::new()),
