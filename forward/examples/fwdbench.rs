@@ -245,10 +245,11 @@ fn apply(table: &str, target: &ForwardService, n: u32, updates: u32) -> Result<(
         NftForwarder::new(table)
     };
     let mut svcs = services(target, n);
-    let cpu0 = children_cpu_ms();
-    let full = fwd.apply(&plan_of(&svcs)).map_err(|e| e.to_string())?;
-    let full_cpu = children_cpu_ms() - cpu0;
-    let cpu0 = children_cpu_ms();
+    let first = plan_of(&svcs);
+    let cpu0 = cpu_ms();
+    let full = fwd.apply(&first).map_err(|e| e.to_string())?;
+    let full_cpu = cpu_ms() - cpu0;
+    let mut update_cpu = 0.0;
     let mut took = Vec::new();
     let mut over_netlink = 0;
     let victim = (n / 2).max(1) as usize;
@@ -267,7 +268,10 @@ fn apply(table: &str, target: &ForwardService, n: u32, updates: u32) -> Result<(
             .iter()
             .map(|o| endpoint(Ipv4Addr::from(*o).into(), &[port]))
             .collect();
-        let r = fwd.apply(&plan_of(&svcs)).map_err(|e| e.to_string())?;
+        let next = plan_of(&svcs);
+        let cpu0 = cpu_ms();
+        let r = fwd.apply(&next).map_err(|e| e.to_string())?;
+        update_cpu += cpu_ms() - cpu0;
         if (r.kind, r.services_changed) != (ApplyKind::Incremental, 1) {
             return Err(format!(
                 "update {round}: expected one incremental change, got {:?} of {}",
@@ -279,28 +283,31 @@ fn apply(table: &str, target: &ForwardService, n: u32, updates: u32) -> Result<(
         // As the speaker does, beside the next apply; here after it, out of the timing.
         fwd.flusher().flush(&r.stale);
     }
-    let update_cpu = (children_cpu_ms() - cpu0) / f64::from(updates.max(1));
+    let update_cpu = update_cpu / f64::from(updates.max(1));
     let list: Vec<String> = took.iter().map(|t| format!("{t:.3}")).collect();
     println!(
-        "{{\"services\":{n},\"full_ms\":{:.3},\"full_cpu_ms\":{full_cpu:.0},\"full_bytes\":{},\"update_ms\":[{}],\"update_cpu_ms_mean\":{update_cpu:.1},\"over_netlink\":{over_netlink}}}",
+        "{{\"services\":{n},\"full_ms\":{:.3},\"full_cpu_ms\":{full_cpu:.0},\"full_bytes\":{},\"full_route\":\"{:?}\",\"update_ms\":[{}],\"update_cpu_ms_mean\":{update_cpu:.1},\"over_netlink\":{over_netlink}}}",
         full.elapsed.as_secs_f64() * 1e3,
         full.script.len(),
+        full.route,
         list.join(",")
     );
     Ok(())
 }
 
-/// User plus system CPU milliseconds of this process's waited-for children (the `nft` and
-/// `conntrack` runs, kernel work in them included): on a busy machine wall time says more
-/// about the other load than about the update.
-fn children_cpu_ms() -> f64 {
+/// User plus system CPU milliseconds of this process (netlink batches: the kernel's commit runs
+/// in our `sendto`) and its waited-for children (`nft` runs, kernel work in them included):
+/// on a busy machine wall time says more about the other load than about the update. Read
+/// around each apply only, so neither building the plan nor the conntrack flush counts.
+fn cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; cutime and cstime are fields 16 and 17.
+    // Fields after the parenthesised command name (the first is field 3): utime, stime,
+    // cutime and cstime are fields 14 to 17.
     let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
     let ticks: u64 = rest
         .split(' ')
-        .skip(13)
-        .take(2)
+        .skip(11)
+        .take(4)
         .filter_map(|v| v.parse::<u64>().ok())
         .sum();
     // USER_HZ is 100 on every architecture Linux user space sees.

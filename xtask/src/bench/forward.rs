@@ -567,7 +567,8 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         "\nferrolb kernel with {n} Services (each TCP+UDP on one port, one to three endpoints)"
     );
     println!(
-        "full apply            {full_ms:>9.1} ms                 goal < 1000 ms  {}",
+        "full apply            {full_ms:>9.1} ms ({})          goal < 1000 ms  {}",
+        rules["full_route"].as_str().unwrap_or("?"),
         verdict(full_ms < 1000.0)
     );
     println!(
@@ -577,7 +578,7 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         verdict(p99 < 50.0)
     );
     println!(
-        "CPU of nft/conntrack  full {} ms, update mean {} ms (wall above includes waiting for a CPU)",
+        "CPU of an apply       full {} ms, update mean {} ms (ours, the kernel's and nft's; wall above includes waiting for a CPU)",
         rules["full_cpu_ms"], rules["update_cpu_ms_mean"]
     );
     println!(
@@ -586,7 +587,7 @@ fn scale(bin: &Path, args: &Args) -> anyhow::Result<Value> {
         verdict(ratio >= 0.9)
     );
     Ok(json!({
-        "services": n, "full_ms": full_ms, "full_bytes": rules["full_bytes"],
+        "services": n, "full_ms": full_ms, "full_bytes": rules["full_bytes"], "full_route": rules["full_route"],
         "full_cpu_ms": rules["full_cpu_ms"], "update_cpu_ms_mean": rules["update_cpu_ms_mean"],
         "update_ms": {"p50": p50, "p99": p99, "all": upd}, "over_netlink": rules["over_netlink"],
         "crr_per_s": {"one_before": one_before.rate, "one_after": one_after.rate, "many": many.rate,
