@@ -464,11 +464,7 @@ fn encode_key(map: MapName, key: &str) -> Result<Vec<u8>, ForwardError> {
         }
         _ => return Err(bad(map, key, "expected vip . protocol . port")),
     }
-    let v6 = matches!(
-        map,
-        MapName::Svc6 | MapName::Flt6 | MapName::Conn6 | MapName::Bytes6 | MapName::Be6(_)
-    );
-    if (out.len() > 12) != v6 {
+    if (out.len() > 12) != map.ipv6() {
         return Err(bad(map, key, "address of the other family"));
     }
     Ok(out)

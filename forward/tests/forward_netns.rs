@@ -263,6 +263,21 @@ fn service(name: &str, vips: &[&str], port: u16, endpoints: &[&str]) -> ForwardS
     }
 }
 
+/// `web` on both VIPs, port 80, with both backends in both families.
+fn dual_stack_web() -> ForwardService {
+    service(
+        "web",
+        &[VIP4, VIP6],
+        80,
+        &[
+            "198.18.1.2",
+            "198.18.2.2",
+            "2001:db8:b1::2",
+            "2001:db8:b2::2",
+        ],
+    )
+}
+
 fn plan_of(services: &[ForwardService]) -> ForwardingPlan {
     plan(services, NODE).plan
 }
@@ -469,17 +484,7 @@ fn source_ranges_refuse_other_clients() {
 #[ignore = "needs root and network namespaces: run cargo xtask test as root"]
 fn udp_and_ipv6_are_forwarded() {
     let lab = Lab::new();
-    let svc = service(
-        "web",
-        &[VIP4, VIP6],
-        80,
-        &[
-            "198.18.1.2",
-            "198.18.2.2",
-            "2001:db8:b1::2",
-            "2001:db8:b2::2",
-        ],
-    );
+    let svc = dual_stack_web();
     let mut fwd = lab.forwarder();
     fwd.apply(&plan_of(&[svc])).unwrap();
     let udp4: Vec<String> = (0..30)
@@ -573,17 +578,7 @@ fn udp_flows_move_to_a_live_endpoint_when_theirs_goes_away() {
 fn endpoints_are_data_in_the_shared_backend_maps() {
     let lab = Lab::new();
     let mut fwd = lab.forwarder();
-    let svc = service(
-        "web",
-        &[VIP4, VIP6],
-        80,
-        &[
-            "198.18.1.2",
-            "198.18.2.2",
-            "2001:db8:b1::2",
-            "2001:db8:b2::2",
-        ],
-    );
+    let svc = dual_stack_web();
     let report = fwd.apply(&plan_of(std::slice::from_ref(&svc))).unwrap();
     assert!(report.script.contains("map @be4tcp"), "{}", report.script);
     for to in [vip(VIP4, 80), vip(VIP6, 80)] {
@@ -630,18 +625,10 @@ fn table_content(ns: &str) -> serde_json::Value {
             _ => {}
         }
     }
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "ferrolb",
-        ])
-        .output()
-        .expect("nft -j");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft JSON");
+    let out = sh(&[
+        "ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "ferrolb",
+    ]);
+    let mut v: serde_json::Value = serde_json::from_str(&out).expect("nft JSON");
     let objects = v["nftables"].as_array_mut().expect("nftables array");
     objects.retain(|o| o.get("metainfo").is_none());
     normalize(&mut v);
@@ -653,17 +640,7 @@ fn table_content(ns: &str) -> serde_json::Value {
 fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
     let lab = Lab::new();
     let mut fwd = lab.netlink_forwarder();
-    let web = service(
-        "web",
-        &[VIP4, VIP6],
-        80,
-        &[
-            "198.18.1.2",
-            "198.18.2.2",
-            "2001:db8:b1::2",
-            "2001:db8:b2::2",
-        ],
-    );
+    let web = dual_stack_web();
     // api's three endpoints keep the shared pick chains of three in the table, and keep's two
     // those of two, as a cluster's many Services keep every small count's chain.
     let keep = service("keep", &[VIP4], 82, &["198.18.1.2", "198.18.2.2"]);
@@ -740,14 +717,9 @@ fn element_only_updates_go_over_netlink_and_leave_what_nft_would() {
 /// `nft -t list table` (sets without their elements): the definitions as `nft` reads them back,
 /// `typeof` included, which the JSON listing does not show.
 fn table_terse(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "nft", "-t", "list", "table", "inet", "ferrolb",
-        ])
-        .output()
-        .expect("nft -t");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).expect("UTF-8")
+    sh(&[
+        "ip", "netns", "exec", ns, "nft", "-t", "list", "table", "inet", "ferrolb",
+    ])
 }
 
 #[test]

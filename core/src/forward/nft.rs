@@ -147,6 +147,33 @@ impl MapName {
         format!("add {kind} {t} {} {{ type {body}; }}", self.as_str())
     }
 
+    /// A family's maps and sets keyed by frontend: svc, flt, conn, bytes.
+    pub fn frontends(ipv6: bool) -> [MapName; 4] {
+        if ipv6 {
+            [
+                MapName::Svc6,
+                MapName::Flt6,
+                MapName::Conn6,
+                MapName::Bytes6,
+            ]
+        } else {
+            [
+                MapName::Svc4,
+                MapName::Flt4,
+                MapName::Conn4,
+                MapName::Bytes4,
+            ]
+        }
+    }
+
+    /// Whether its keys start with an IPv6 address.
+    pub fn ipv6(self) -> bool {
+        matches!(
+            self,
+            MapName::Svc6 | MapName::Flt6 | MapName::Conn6 | MapName::Bytes6 | MapName::Be6(_)
+        )
+    }
+
     /// Every map and set of the table, in the order the table creates them.
     pub fn all() -> impl Iterator<Item = MapName> {
         let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
@@ -215,20 +242,7 @@ impl Family {
     }
     /// svc, flt, conn, bytes.
     fn maps(self) -> [MapName; 4] {
-        match self {
-            Family::V4 => [
-                MapName::Svc4,
-                MapName::Flt4,
-                MapName::Conn4,
-                MapName::Bytes4,
-            ],
-            Family::V6 => [
-                MapName::Svc6,
-                MapName::Flt6,
-                MapName::Conn6,
-                MapName::Bytes6,
-            ],
-        }
+        MapName::frontends(self == Family::V6)
     }
     fn backends(self, proto: Protocol) -> MapName {
         match self {
@@ -666,7 +680,7 @@ impl Transaction {
 
     /// The script; elements go one command per map and phase (one netlink message each, where
     /// one command per element costs the CLI a parse and a message apiece).
-    fn render(self, t: &str, head: Vec<String>) -> String {
+    fn render(&self, t: &str, head: Vec<String>) -> String {
         let mut out = String::new();
         for line in &head {
             let _ = writeln!(out, "{line}");
@@ -679,15 +693,7 @@ impl Transaction {
                 keys.join(", ")
             );
         }
-        let phases = [
-            self.flush_chains,
-            self.del_chains,
-            self.del_sets,
-            self.add_sets,
-            self.add_chains,
-            self.add_rules,
-        ];
-        for line in phases.iter().flatten() {
+        for line in self.objects().into_iter().flatten() {
             let _ = writeln!(out, "{line}");
         }
         for (map, elements) in &self.add_elements {
@@ -711,20 +717,27 @@ impl Transaction {
         out
     }
 
-    /// The element changes alone, if that is all this transaction holds.
-    fn elements_only(&self) -> Option<ElementDelta> {
-        let objects = [
+    /// The commands other than elements, phase by phase in script order.
+    fn objects(&self) -> [&Vec<String>; 6] {
+        [
             &self.flush_chains,
             &self.del_chains,
             &self.del_sets,
             &self.add_sets,
             &self.add_chains,
             &self.add_rules,
-        ];
-        objects.iter().all(|v| v.is_empty()).then(|| ElementDelta {
-            delete: self.del_elements.clone(),
-            add: self.add_elements.clone(),
-        })
+        ]
+    }
+
+    /// The element changes alone, if that is all this transaction holds.
+    fn elements_only(self) -> Option<ElementDelta> {
+        self.objects()
+            .iter()
+            .all(|v| v.is_empty())
+            .then_some(ElementDelta {
+                delete: self.del_elements,
+                add: self.add_elements,
+            })
     }
 }
 
@@ -857,12 +870,13 @@ pub fn full(cfg: &NftConfig, plan: &ForwardingPlan) -> Full {
         shared.acquire(&objs.shared);
     }
     shared.add_changes(cfg, &BTreeSet::new(), &mut tx);
+    let script = tx.render(&t, head);
     let parts = (!own_objects).then(|| TableParts {
         picks: shared.users.values().map(|(_, pick)| *pick).collect(),
-        elements: tx.add_elements.clone(),
+        elements: tx.add_elements,
     });
     Full {
-        script: tx.render(&t, head),
+        script,
         shared,
         parts,
     }
@@ -906,10 +920,10 @@ pub fn delta(
         shared.acquire(&new_objs.shared);
     }
     shared.add_changes(cfg, &before, &mut tx);
-    let elements = tx.elements_only();
+    let script = tx.render(&t, Vec::new());
     Delta {
-        script: tx.render(&t, Vec::new()),
-        elements,
+        script,
+        elements: tx.elements_only(),
     }
 }
 

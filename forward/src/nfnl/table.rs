@@ -88,21 +88,7 @@ impl Fam {
         if self.v6 { (2, 13) } else { (9, 10) }
     }
     fn maps(self) -> [MapName; 4] {
-        if self.v6 {
-            [
-                MapName::Svc6,
-                MapName::Flt6,
-                MapName::Conn6,
-                MapName::Bytes6,
-            ]
-        } else {
-            [
-                MapName::Svc4,
-                MapName::Flt4,
-                MapName::Conn4,
-                MapName::Bytes4,
-            ]
-        }
+        MapName::frontends(self.v6)
     }
 }
 
@@ -410,11 +396,11 @@ fn frontend_key(b: &mut Vec<u8>, fam: Fam) {
 fn set_definition(b: &mut Vec<u8>, table: &str, map: MapName) {
     attr_str(b, NFTA_SET_TABLE, table);
     attr_str(b, NFTA_SET_NAME, map.as_str());
-    let (v6, addr_type, addr_len) = match map {
-        MapName::Svc6 | MapName::Flt6 | MapName::Conn6 | MapName::Bytes6 | MapName::Be6(_) => {
-            (true, TYPE_IPV6_ADDR, 16)
-        }
-        _ => (false, TYPE_IPV4_ADDR, 4),
+    let v6 = map.ipv6();
+    let (addr_type, addr_len) = if v6 {
+        (TYPE_IPV6_ADDR, 16)
+    } else {
+        (TYPE_IPV4_ADDR, 4)
     };
     let mut udata = Vec::new();
     match map {
