@@ -1,10 +1,11 @@
-//! The nftables adapter: applies plans as atomic `nft -f -` transactions.
+//! The nftables adapter: applies plans as atomic transactions, `nft -f -` scripts or the same
+//! changes as netlink batches of the forwarder's own ([`NfSocket`]).
 
 use crate::ForwardError;
 use crate::NfSocket;
 use ferrolb_core::forward::nft::{
-    CounterKind, NftConfig, SharedChains, TableParts, counter_sets, delta, frontend_key, full,
-    remove_transaction,
+    CounterKind, ElementDelta, NftConfig, SharedChains, TableParts, counter_sets, delta,
+    frontend_key, full, remove_transaction,
 };
 use ferrolb_core::forward::{
     ForwardingPlan, Frontend, ServiceKey, StaleFlow, diff, stale_udp_flows,
@@ -49,7 +50,8 @@ pub struct ApplyReport {
     pub script: String,
     /// How it went.
     pub route: ApplyRoute,
-    /// Time from rendering to `nft` exiting.
+    /// Time from rendering to the kernel's answer (`nft` exiting, or the batch's
+    /// acknowledgements).
     pub elapsed: Duration,
     /// UDP flows to endpoints that went away: their conntrack entries still send them there
     /// until [`Flusher::flush`] deletes them (after this apply, so a flushed flow's next packet
@@ -68,7 +70,7 @@ pub struct NftForwarder {
     applied: Option<(ForwardingPlan, SharedChains)>,
 }
 
-/// Whether element-only updates go over a netlink socket.
+/// Whether element-only updates and full applies go over a netlink socket.
 #[derive(Debug)]
 enum Netlink {
     /// Opened at the first such update, in this process's network namespace.
@@ -77,6 +79,14 @@ enum Netlink {
     Socket(NfSocket),
     /// Never: every transaction is an `nft` process.
     Off,
+}
+
+/// The transaction as a netlink batch, where it can be one.
+enum Batch {
+    /// Element operations only (an incremental update).
+    Elements(ElementDelta),
+    /// The whole table (a full apply).
+    Table(TableParts),
 }
 
 impl NftForwarder {
@@ -98,7 +108,7 @@ impl NftForwarder {
     }
 
     /// Runs `nft` through this command instead (e.g. `ip netns exec <ns> nft`). Element-only
-    /// updates then go through it too, unless [`Self::with_netlink`] gives a socket opened
+    /// updates and full applies then go through it too, unless [`Self::with_netlink`] gives a socket opened
     /// where that command runs: one opened here could be in another network namespace.
     pub fn with_command(mut self, argv: Vec<String>) -> Self {
         self.argv = argv;
@@ -106,7 +116,8 @@ impl NftForwarder {
         self
     }
 
-    /// Sends element-only updates over this socket (opened in the table's network namespace).
+    /// Sends element-only updates and full applies over this socket (opened in the table's
+    /// network namespace).
     pub fn with_netlink(mut self, socket: NfSocket) -> Self {
         self.netlink = Netlink::Socket(socket);
         self
@@ -133,16 +144,14 @@ impl NftForwarder {
         // A full apply after a restart or a failure does not know what went before, so it
         // flushes nothing; the flows of endpoints it dropped then time out (UDP: 30-120 s).
         let mut stale = Vec::new();
-        let mut parts = None;
-        let (kind, services_changed, script, elements, shared, next) = match self.applied.take() {
+        let (kind, services_changed, script, batch, shared, next) = match self.applied.take() {
             None => {
                 let f = full(&self.config, plan);
-                parts = f.parts;
                 (
                     ApplyKind::Full,
                     plan.services.len(),
                     f.script,
-                    None,
+                    f.parts.map(Batch::Table),
                     f.shared,
                     plan.clone(),
                 )
@@ -175,20 +184,20 @@ impl NftForwarder {
                     ApplyKind::Incremental,
                     changes.len(),
                     d.script,
-                    d.elements,
+                    d.elements.map(Batch::Elements),
                     shared,
                     old,
                 )
             }
         };
         let table = self.config.table.clone();
-        let sent = match (&elements, &parts) {
-            (Some(e), _) => match self.socket() {
+        let sent = match &batch {
+            Some(Batch::Elements(e)) => match self.socket() {
                 Some(socket) => socket.apply(&table, e).map(|()| ApplyRoute::Netlink),
                 None => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
             },
-            (None, Some(p)) => self.full_over_netlink(p, &script),
-            (None, None) => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
+            Some(Batch::Table(p)) => self.full_over_netlink(p, &script),
+            None => self.nft(&["-f", "-"], &script).map(|_| ApplyRoute::Nft),
         };
         let route = match sent {
             Ok(route) => route,
@@ -230,7 +239,7 @@ impl NftForwarder {
         self.nft(&["-f", "-"], script).map(|_| ApplyRoute::Nft)
     }
 
-    /// The netlink socket for element-only updates, opening it on first use; `None` when
+    /// The netlink socket, opening it on first use; `None` when
     /// they go through `nft` (configured so, or the socket cannot be had: logged once).
     fn socket(&mut self) -> Option<&mut NfSocket> {
         if let Netlink::Auto = self.netlink {
