@@ -1,4 +1,5 @@
-//! Who announces which IP in layer-2 mode, sans-IO: eligibility of nodes for an IP, the owner
+//! Who announces which IP, sans-IO. Layer 2 (below) elects one owner per IP; BGP mode
+//! ([`routes`]) has every selected node announce. Layer 2: eligibility of nodes for an IP, the owner
 //! election every speaker computes identically, and the announcement plan and its diff.
 //!
 //! Everything here is a pure function of Services, Nodes, L2Advertisements and the live
@@ -9,6 +10,7 @@ pub mod eligibility;
 pub mod hash;
 pub mod owner;
 pub mod plan;
+pub mod routes;
 
 pub use crate::selector::{LabelSelector, Requirement};
 pub use eligibility::{
@@ -19,6 +21,7 @@ pub use owner::{Mode, assign, owner};
 pub use plan::{
     Action, Announcement, Election, GratuitousSchedule, Inputs, Plan, Poll, diff, elect, plan,
 };
+pub use routes::{BgpAdvView, BgpPeerView, BgpPlan, PrefixAttrs, bgp_plan};
 
 use std::fmt;
 
