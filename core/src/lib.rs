@@ -3,6 +3,7 @@ pub mod alloc;
 pub mod announce;
 pub mod bfd;
 pub mod bgp;
+pub mod duration;
 pub mod forward;
 pub mod l2;
 pub mod proxy_protocol;

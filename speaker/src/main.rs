@@ -1,7 +1,9 @@
 //! `ferrolb-speaker`: announces Service IPs from its node. In layer-2 mode it answers ARP and
-//! NDP for the IPs this node owns (see docs/decisions/0008 and 0012).
+//! NDP for the IPs this node owns (see docs/decisions/0008 and 0012); in BGP mode it announces
+//! them to the routers its BGPPeers name (docs/decisions/0017).
 
 mod announcer;
+mod bgp;
 mod linger;
 mod membership;
 mod metrics;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use ferrolb_api::{IPAddressPool, L2Advertisement};
+use ferrolb_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use ferrolb_core::announce::{Mode, NodeName, ServiceKey};
 use ferrolb_runtime::{CommonArgs, Daemon, Metrics, init_logging};
 use k8s_openapi::api::{
@@ -77,6 +79,16 @@ struct Args {
     /// How layer-2 owners are chosen.
     #[arg(long, value_enum, default_value_t = ModeArg::Hash)]
     l2_mode: ModeArg,
+
+    /// The speaker's namespace, where BGPPeers' passwordSecrets are read (the DaemonSet
+    /// passes metadata.namespace).
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = "ferrolb-system"
+    )]
+    namespace: String,
 }
 
 // After the handover grace, the announcer needs a moment to stop answering and clean up.
@@ -105,7 +117,12 @@ async fn main() -> anyhow::Result<()> {
     let client = daemon.client();
     let changed = Arc::new(Notify::new());
     // One change signal from the stores, relayed to each loop that reads them.
-    let [announcer_changed, kernel_changed, userspace_changed] = fan_out(changed.clone());
+    let [
+        announcer_changed,
+        bgp_changed,
+        kernel_changed,
+        userspace_changed,
+    ] = fan_out(changed.clone());
     let selection = Selection {
         class: args.load_balancer_class,
         classless: !args.ignore_classless,
@@ -140,10 +157,29 @@ async fn main() -> anyhow::Result<()> {
         ),
         changed: announcer_changed,
     };
+    let bgp_stores = bgp::Stores {
+        services: stores.services.clone(),
+        slices: stores.slices.clone(),
+        nodes: stores.nodes.clone(),
+        pools: stores.pools.clone(),
+        peers: daemon.reflect_notify(
+            Api::<BGPPeer>::all(client.clone()),
+            "bgppeers",
+            changed.clone(),
+        ),
+        advertisements: daemon.reflect_notify(
+            Api::<BGPAdvertisement>::all(client.clone()),
+            "bgpadvertisements",
+            changed.clone(),
+        ),
+        changed: bgp_changed,
+    };
 
-    // The announcer owns the sender; the forwarder gets a receiver plus the two stores
-    // (`stores.services`, `stores.slices`).
-    let (announced_tx, announced_rx) = watch::channel(Announced::new());
+    // The announcer (layer 2) and BGP mode each own a sender; the forwarder gets the union of
+    // what they announce plus the two stores (`stores.services`, `stores.slices`).
+    let (announced_tx, l2_rx) = watch::channel(Announced::new());
+    let (attracted_tx, bgp_rx) = watch::channel(Announced::new());
+    let announced_rx = union(l2_rx, bgp_rx);
     // The forwarder re-plans on every change of the announced IPs and of the stores.
     let (fwd_stop_tx, fwd_stop_rx) = oneshot::channel::<()>();
     let forwarder = tokio::spawn(forward::run(
@@ -160,6 +196,18 @@ async fn main() -> anyhow::Result<()> {
     let (reports_tx, reports_rx) = watch::channel(BTreeMap::new());
     let (takeovers_tx, takeovers_rx) = mpsc::unbounded_channel();
     let node = NodeName::from(args.node_name.as_str());
+    let (bgp_stop_tx, bgp_stop_rx) = oneshot::channel();
+    let bgp = tokio::spawn(bgp::run(
+        bgp_stores,
+        bgp::Settings {
+            node: node.clone(),
+            selection: selection.clone(),
+            namespace: args.namespace.clone(),
+        },
+        Api::namespaced(client.clone(), &args.namespace),
+        attracted_tx,
+        bgp_stop_rx,
+    ));
     let reporter = tokio::spawn(report::run(client, node.clone(), reports_rx, takeovers_rx));
     let (stop_tx, stop_rx) = oneshot::channel();
     let settings = Settings {
@@ -198,6 +246,12 @@ async fn main() -> anyhow::Result<()> {
 
     daemon.run().await?;
     let _ = stop_tx.send(());
+    // BGP sessions end with a Cease at once: the routers withdraw our routes while the layer-2
+    // handover runs.
+    let _ = bgp_stop_tx.send(());
+    if tokio::time::timeout(STOP_TIMEOUT, bgp).await.is_err() {
+        warn!("BGP sessions did not end in time");
+    }
     match tokio::time::timeout(announcer::HANDOVER_GRACE + STOP_TIMEOUT, &mut announcer).await {
         Ok(Ok(Err(err))) => warn!(error = %err, "announcer ended with an error"),
         Ok(_) => {}
@@ -209,6 +263,44 @@ async fn main() -> anyhow::Result<()> {
     // The reporter deletes this node's ServiceAnnouncements once its input closes.
     let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
     Ok(())
+}
+
+/// One receiver of the union of two maps of announced IPs, updated when either changes. An IP
+/// in both (a pool announced both ways) keeps the first Service by namespace/name.
+fn union(
+    a: watch::Receiver<Announced>,
+    b: watch::Receiver<Announced>,
+) -> watch::Receiver<Announced> {
+    fn merged(a: &watch::Receiver<Announced>, b: &watch::Receiver<Announced>) -> Announced {
+        let mut out = a.borrow().clone();
+        for (ip, key) in b.borrow().iter() {
+            let e = out.entry(*ip).or_insert_with(|| key.clone());
+            if key < e {
+                *e = key.clone();
+            }
+        }
+        out
+    }
+    let (tx, rx) = watch::channel(merged(&a, &b));
+    tokio::spawn(async move {
+        let (mut a, mut b) = (a, b);
+        // A side whose sender is gone keeps its last value; the union ends with both.
+        let (mut a_open, mut b_open) = (true, true);
+        while a_open || b_open {
+            tokio::select! {
+                r = a.changed(), if a_open => a_open = r.is_ok(),
+                r = b.changed(), if b_open => b_open = r.is_ok(),
+                _ = tx.closed() => break,
+            }
+            let now = merged(&a, &b);
+            tx.send_if_modified(|cur| {
+                let changed = *cur != now;
+                *cur = now;
+                changed
+            });
+        }
+    });
+    rx
 }
 
 /// Relays every wake-up of `source` to `N` signals of their own: a [`Notify`] wakes one
@@ -248,6 +340,40 @@ mod tests {
         assert!(!args.ignore_classless);
         assert_eq!(args.memberlist_port, 7946);
         assert_eq!(args.l2_mode, ModeArg::Hash);
+    }
+
+    #[tokio::test]
+    async fn union_follows_both_sides_and_outlives_one() {
+        use ferrolb_core::announce::ServiceKey;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (l2, l2_rx) = watch::channel(Announced::new());
+        let (bgp, bgp_rx) = watch::channel(Announced::new());
+        let mut rx = union(l2_rx, bgp_rx);
+        l2.send_replace([(ip("192.0.2.240"), ServiceKey::new("ns", "b"))].into());
+        bgp.send_replace(
+            [
+                (ip("203.0.113.10"), ServiceKey::new("ns", "c")),
+                (ip("192.0.2.240"), ServiceKey::new("ns", "a")),
+            ]
+            .into(),
+        );
+        let want: Announced = [
+            (ip("192.0.2.240"), ServiceKey::new("ns", "a")),
+            (ip("203.0.113.10"), ServiceKey::new("ns", "c")),
+        ]
+        .into();
+        let got = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|m| *m == want))
+            .await
+            .is_ok();
+        assert!(got, "{:?}", *rx.borrow());
+        // BGP mode ends (its sender dropped): layer 2's changes still arrive.
+        bgp.send_replace(Announced::new());
+        drop(bgp);
+        l2.send_replace(Announced::new());
+        let got = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|m| m.is_empty()))
+            .await
+            .is_ok();
+        assert!(got, "{:?}", *rx.borrow());
     }
 
     #[tokio::test]

@@ -152,26 +152,33 @@ pub fn node_view(node: &Node, interfaces: Vec<InterfaceView>) -> NodeView {
     }
 }
 
+/// The pools an advertisement names, by name or by selector; naming none means every pool.
+pub fn advertised_pools(
+    names: &[String],
+    selectors: &[K8sSelector],
+    pools: &[PoolRanges],
+) -> BTreeSet<String> {
+    let selectors: Vec<LabelSelector> = selectors.iter().map(selector).collect();
+    let all = names.is_empty() && selectors.is_empty();
+    pools
+        .iter()
+        .filter(|p| {
+            all || names.contains(&p.name) || selectors.iter().any(|s| s.matches(&p.labels))
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// The election's view of an L2Advertisement, its pools resolved by name and selector.
 pub fn adv_view(adv: &L2Advertisement, pools: &[PoolRanges]) -> L2AdvView {
     let spec = &adv.spec;
-    let selectors: Vec<LabelSelector> = spec
-        .ip_address_pool_selectors
-        .iter()
-        .map(selector)
-        .collect();
-    let all = spec.ip_address_pools.is_empty() && selectors.is_empty();
-    let names: BTreeSet<String> = pools
-        .iter()
-        .filter(|p| {
-            all || spec.ip_address_pools.contains(&p.name)
-                || selectors.iter().any(|s| s.matches(&p.labels))
-        })
-        .map(|p| p.name.clone())
-        .collect();
     L2AdvView {
         name: adv.metadata.name.clone().unwrap_or_default(),
-        pools: names,
+        pools: advertised_pools(
+            &spec.ip_address_pools,
+            &spec.ip_address_pool_selectors,
+            pools,
+        ),
         node_selectors: spec.node_selectors.iter().map(selector).collect(),
         interfaces: spec.interfaces.clone(),
     }
