@@ -1,0 +1,488 @@
+//! BGP mode in the lab, against a real router: BIRD 2 in the lab's router namespace
+//! (192.0.2.1, AS 64513) peers with every node's speaker (AS 64512), installs what it learns
+//! with ECMP, and the remote client behind it (198.51.100.10) reaches a Service's IP through
+//! the nodes. What the tests look at is what an operator sees on the router (`birdc show
+//! route all <ip>/32`, `ip route`) and what a client gets (`curl`).
+//!
+//! Each test has its own namespace, pool (203.0.113.224/28, autoAssign off: IPs pinned by
+//! annotation), BGPPeer and BGPAdvertisement, and starts its own BIRD; only one BIRD can listen
+//! on the router's port 179, so the tests of this binary run one at a time. FerroLB is the lab's
+//! chart release (`ferrolb_tests::ensure_ferrolb_installed`). Convergence is polled for up to
+//! 60 s; no timing is asserted.
+//!
+//! Bad input tried: a BGPPeer with the wrong `myASN` (the router refuses every OPEN with Bad
+//! Peer AS, nothing is learned; fixing the peer brings the routes).
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ferrolb_tests::{ensure_ferrolb_installed, kubectl, unique_name};
+use serde_json::{Value, json};
+
+mod bgp_support;
+mod lab_support;
+use bgp_support::{NODE_AS, ROUTER_AS, ROUTER_V4, Router, node_lan4};
+use lab_support::{Env, REMOTE_CLIENT_NS, apply, ready_pods};
+
+/// How long convergence is polled for.
+const WAIT: Duration = Duration::from_secs(60);
+/// This binary's part of the BGP range.
+const POOL: &str = "203.0.113.224/28";
+const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// One BIRD at a time on the router's port.
+static ROUTER: Mutex<()> = Mutex::new(());
+
+/// One test's world: BIRD in the router namespace, and the test's namespace, pool, BGPPeer
+/// and BGPAdvertisement. Dropped in that order: the objects are deleted (the speakers close
+/// their sessions) before BIRD stops.
+struct BgpLab {
+    peer: String,
+    adv: String,
+    /// The lab's nodes that may announce (no exclude label), sorted.
+    nodes: Vec<String>,
+    env: Env,
+    router: Router,
+    _alone: MutexGuard<'static, ()>,
+}
+
+impl BgpLab {
+    /// Starts BIRD with a session per lab node, then makes the namespace, the pool, a BGPPeer
+    /// for the router and an advertisement of the pool from every node.
+    fn start(test: &str) -> BgpLab {
+        ensure_ferrolb_installed();
+        let alone = ROUTER.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes = lab_nodes();
+        assert!(!nodes.is_empty(), "the lab has no usable node");
+        let router = Router::start(&nodes);
+        let run = unique_name(&format!("bgp-{test}"));
+        kubectl(&["create", "namespace", &run]).expect("creating the test's namespace");
+        // No L2Advertisement of this name exists: Env's drop only deletes the namespace and
+        // the pool for us (and finds no L2Advertisement to delete).
+        let env = Env {
+            ns: run.clone(),
+            pool: run.clone(),
+            adv: run.clone(),
+        };
+        apply(&json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": env.pool},
+            "spec": {"addresses": [POOL], "autoAssign": false}
+        }));
+        let lab = BgpLab {
+            peer: run.clone(),
+            adv: run,
+            nodes,
+            env,
+            router,
+            _alone: alone,
+        };
+        lab.peer_spec(json!({}));
+        lab.advertise_spec(json!({}));
+        lab
+    }
+
+    /// Applies the BGPPeer for the lab's router with `extra` merged into its spec.
+    fn peer_spec(&self, extra: Value) {
+        let mut spec = json!({"myASN": NODE_AS, "peerASN": ROUTER_AS, "peerAddress": ROUTER_V4});
+        lab_support::merge(&mut spec, extra);
+        apply(&json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPPeer",
+            "metadata": {"name": self.peer},
+            "spec": spec
+        }));
+    }
+
+    /// Applies the BGPAdvertisement of the test's pool with `extra` merged into its spec.
+    fn advertise_spec(&self, extra: Value) {
+        let mut spec = json!({"ipAddressPools": [self.env.pool]});
+        lab_support::merge(&mut spec, extra);
+        apply(&json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement",
+            "metadata": {"name": self.adv},
+            "spec": spec
+        }));
+    }
+
+    /// `replicas` HTTP echo pods (`app: echo`, `pod` merged into their spec) behind a
+    /// LoadBalancer Service `web` at `ip` with `externalTrafficPolicy: policy`.
+    fn web(&self, ip: &str, policy: &str, replicas: u32, pod: Value) {
+        self.env.deploy(
+            "echo",
+            "ferrolb.io/lab/echo",
+            replicas,
+            json!({"ports": [{"containerPort": 3000}]}),
+            pod,
+        );
+        self.env.lb_service(
+            "web",
+            &[ip],
+            json!({
+                "externalTrafficPolicy": policy,
+                "selector": {"app": "echo"},
+                "ports": [{"port": 80, "targetPort": 3000}]
+            }),
+        );
+    }
+
+    /// Waits until the router has learned `prefix` from exactly `want` (node names; none: it
+    /// is withdrawn), each route with its node's LAN address as next hop, and has installed
+    /// it in its kernel table with those addresses as (equal-cost) gateways.
+    fn wait_routes(&self, prefix: &str, want: &[&str]) {
+        let want_nodes: BTreeSet<String> = want.iter().map(|n| n.to_string()).collect();
+        let mut want_gateways: Vec<String> = want.iter().map(|n| node_lan4(n)).collect();
+        want_gateways.sort();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let learned = self.router.routes_by_node(prefix);
+            let kernel = self.router.kernel_gateways(prefix);
+            if let Ok(routes) = &learned {
+                let from: BTreeSet<String> = routes.keys().cloned().collect();
+                let hops_ok = routes
+                    .iter()
+                    .all(|(node, r)| r.next_hop.as_deref() == Some(node_lan4(node).as_str()));
+                if from == want_nodes && hops_ok && kernel == want_gateways {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router's routes to {prefix} after {WAIT:?}: BIRD {learned:?}, kernel \
+                 gateways {kernel:?}; want routes from {want_nodes:?} with their LAN addresses \
+                 as next hops and gateways {want_gateways:?}\nsessions: {:?}\n\
+                 (speaker logs: target/lab/nodes/node-N/pods/<uid>/speaker.log)",
+                self.router.sessions()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The names of the ready echo pods, once there are `n` pods, all ready (on `node` when
+    /// given; terminating ones count, so a rollout in progress is waited out).
+    fn wait_echo_pods(&self, n: usize, node: Option<&str>) -> BTreeSet<String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = ready_pods(&self.env.ns, "echo");
+            let all = kubectl(&[
+                "-n",
+                &self.env.ns,
+                "get",
+                "pods",
+                "-l",
+                "app=echo",
+                "-o",
+                "name",
+            ])
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+            let on_node = ready
+                .iter()
+                .all(|p| node.is_none_or(|want| p["spec"]["nodeName"] == want));
+            if ready.len() == n && all == n && on_node {
+                return ready
+                    .iter()
+                    .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} ready echo pods (on {node:?}) in {}: {} ready of {all}",
+                self.env.ns,
+                ready.len()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn node_refs(&self) -> Vec<&str> {
+        self.nodes.iter().map(String::as_str).collect()
+    }
+}
+
+impl Drop for BgpLab {
+    fn drop(&mut self) {
+        // Waited for, so the speakers see them gone before BIRD stops.
+        let _ = kubectl(&[
+            "delete",
+            "bgpadvertisement",
+            &self.adv,
+            "--ignore-not-found",
+        ]);
+        let _ = kubectl(&["delete", "bgppeer", &self.peer, "--ignore-not-found"]);
+    }
+}
+
+/// The lab's nodes without the exclude label, sorted.
+fn lab_nodes() -> Vec<String> {
+    let text = kubectl(&["get", "nodes", "-o", "json"]).expect("listing the nodes");
+    let v: Value = serde_json::from_str(&text).expect("kubectl's JSON");
+    let mut nodes: Vec<String> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["metadata"]["labels"][EXCLUDE].is_null())
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// `curl http://<ip>/` from the client behind the router: the echo's JSON, or what went wrong.
+fn remote_get(ip: &str) -> Result<Value, String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            REMOTE_CLIENT_NS,
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+        ])
+        .arg(format!("http://{ip}/"))
+        .output()
+        .map_err(|e| format!("running curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Waits until the remote client gets the echo's answer through `ip`.
+fn wait_remote_answer(ip: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match remote_get(ip) {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "http://{ip}/ from {REMOTE_CLIENT_NS} within {WAIT:?}: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn cluster_policy_is_routed_from_every_node_and_withdrawn_with_advertisement_and_service() {
+    let lab = BgpLab::start("cluster");
+    let (ip, prefix) = ("203.0.113.225", "203.0.113.225/32");
+    lab.web(ip, "Cluster", 2, json!({}));
+    let pods = lab.wait_echo_pods(2, None);
+    let all = lab.node_refs();
+    lab.wait_routes(prefix, &all);
+    let answer = wait_remote_answer(ip);
+    let pod = answer["pod"].as_str().unwrap_or_default();
+    assert!(
+        pods.contains(pod),
+        "answered by {pod:?}, not one of {pods:?}: {answer}"
+    );
+
+    // No advertisement, no route: the router drops it and the remote client cannot connect.
+    kubectl(&["delete", "bgpadvertisement", &lab.adv]).expect("deleting the advertisement");
+    lab.wait_routes(prefix, &[]);
+    assert!(
+        remote_get(ip).is_err(),
+        "{ip} still answers the remote client with its route withdrawn"
+    );
+    lab.advertise_spec(json!({}));
+    lab.wait_routes(prefix, &all);
+    wait_remote_answer(ip);
+
+    kubectl(&["-n", &lab.env.ns, "delete", "service", "web"]).expect("deleting the Service");
+    lab.wait_routes(prefix, &[]);
+    assert!(
+        remote_get(ip).is_err(),
+        "{ip} still answers with its Service deleted"
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn local_policy_is_routed_only_from_the_endpoints_node_and_follows_it() {
+    let lab = BgpLab::start("local");
+    assert!(lab.nodes.len() >= 2, "needs two lab nodes: {:?}", lab.nodes);
+    let (first, second) = (lab.nodes[0].clone(), lab.nodes[1].clone());
+    let (ip, prefix) = ("203.0.113.226", "203.0.113.226/32");
+    let pin = |node: &str| json!({"nodeSelector": {"kubernetes.io/hostname": node}});
+    lab.web(ip, "Local", 1, pin(&first));
+    lab.wait_echo_pods(1, Some(&first));
+    lab.wait_routes(prefix, &[&first]);
+    let answer = wait_remote_answer(ip);
+    let remote = answer["remoteAddr"].as_str().unwrap_or_default();
+    assert!(
+        remote.starts_with("198.51.100.10:"),
+        "with externalTrafficPolicy: Local the echo sees the remote client, saw {answer}"
+    );
+
+    // The only endpoint moves: so does the route.
+    let patch = json!({"spec": {"template": {"spec": pin(&second)}}});
+    kubectl(&[
+        "-n",
+        &lab.env.ns,
+        "patch",
+        "deployment",
+        "echo",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])
+    .expect("moving the echo pod");
+    lab.wait_echo_pods(1, Some(&second));
+    lab.wait_routes(prefix, &[&second]);
+    wait_remote_answer(ip);
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn node_selectors_of_advertisement_and_peer_pick_the_announcing_nodes() {
+    let lab = BgpLab::start("select");
+    assert!(lab.nodes.len() >= 2, "needs two lab nodes: {:?}", lab.nodes);
+    let (ip, prefix) = ("203.0.113.227", "203.0.113.227/32");
+    lab.web(ip, "Cluster", 1, json!({}));
+    lab.wait_echo_pods(1, None);
+    lab.wait_routes(prefix, &lab.node_refs());
+    let only = |node: &str| {
+        let n = node.trim_start_matches("node-");
+        json!({"nodeSelectors": [{"matchLabels": {"ferrolb.io/lab-node": n}}]})
+    };
+    let (first, last) = (lab.nodes[0].clone(), lab.nodes[lab.nodes.len() - 1].clone());
+
+    // The advertisement picks the nodes that announce.
+    lab.advertise_spec(only(&last));
+    lab.wait_routes(prefix, &[&last]);
+    wait_remote_answer(ip);
+
+    // So does the peer: back to every node's advertisement, but only the first node peers.
+    lab.advertise_spec(json!({"nodeSelectors": []}));
+    lab.peer_spec(only(&first));
+    lab.wait_routes(prefix, &[&first]);
+    wait_remote_answer(ip);
+    // Peer and advertisement select disjoint nodes: nobody announces.
+    lab.advertise_spec(only(&last));
+    lab.wait_routes(prefix, &[]);
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn a_peer_with_the_wrong_asn_is_refused_by_the_router_until_fixed() {
+    let lab = BgpLab::start("badasn");
+    let (ip, prefix) = ("203.0.113.228", "203.0.113.228/32");
+    // The router expects AS 64512 from the nodes.
+    lab.peer_spec(json!({"myASN": 64599}));
+    lab.web(ip, "Cluster", 1, json!({}));
+    lab.wait_echo_pods(1, None);
+    let deadline = Instant::now() + WAIT;
+    let mut refused = BTreeSet::new();
+    while refused.len() < lab.nodes.len() {
+        for (node, s) in lab.router.sessions() {
+            assert!(
+                !s.info.starts_with("Established"),
+                "the router established a session with {node} from the wrong AS: {s:?}"
+            );
+            if s.info.contains("Bad peer AS") {
+                refused.insert(node);
+            }
+        }
+        assert_eq!(
+            lab.router.routes(prefix).map(|r| r.len()),
+            Ok(0),
+            "a route to {prefix} over a refused session"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the router refused (Bad peer AS) only {refused:?} of {:?} within {WAIT:?}: {:?}",
+            lab.nodes,
+            lab.router.sessions()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    lab.peer_spec(json!({"myASN": NODE_AS}));
+    lab.wait_routes(prefix, &lab.node_refs());
+    wait_remote_answer(ip);
+}
+
+#[test]
+fn birdc_output_is_read_as_routes_sessions_and_gateways() {
+    // Captured from BIRD 2.0.12 (birdc show route all / show protocols) and iproute2.
+    let routes = "BIRD 2.0.12 ready.\nTable master4:\n\
+        203.0.113.225/32     unicast [node_1 06:31:43.273] * (100) [AS64512i]\n\
+        \tvia 192.0.2.11 on eth0\n\tType: BGP univ\n\tBGP.origin: IGP\n\tBGP.as_path: 64512\n\
+        \tBGP.next_hop: 192.0.2.11\n\tBGP.local_pref: 100\n\
+        \x20                    unicast [node_2 06:31:43.273] (100) [AS64512i]\n\
+        \tvia 192.0.2.12 on eth0\n\tType: BGP univ\n\tBGP.origin: IGP\n\tBGP.as_path: 64512\n\
+        \tBGP.next_hop: 192.0.2.12\n\tBGP.local_pref: 100\n";
+    let parsed = bgp_support::parse_routes(routes);
+    assert_eq!(parsed.len(), 2, "{parsed:?}");
+    assert_eq!(
+        (
+            parsed[0].protocol.as_str(),
+            parsed[0].best,
+            parsed[0].next_hop.as_deref()
+        ),
+        ("node_1", true, Some("192.0.2.11"))
+    );
+    assert_eq!(
+        (
+            parsed[1].protocol.as_str(),
+            parsed[1].best,
+            parsed[1].via.as_deref()
+        ),
+        ("node_2", false, Some("192.0.2.12"))
+    );
+    assert_eq!(parsed[1].as_path.as_deref(), Some("64512"));
+    assert!(bgp_support::parse_routes("BIRD 2.0.12 ready.\nNetwork not found\n").is_empty());
+
+    let protocols = "BIRD 2.0.12 ready.\n\
+        Name       Proto      Table      State  Since         Info\n\
+        device1    Device     ---        up     06:31:52.427  \n\
+        kernel1    Kernel     master4    up     06:31:52.427  \n\
+        node_1     BGP        ---        up     06:31:54.092  Established   \n\
+        node_2     BGP        ---        start  06:31:59.094  Idle          BGP Error: Bad peer AS\n";
+    let sessions = bgp_support::parse_sessions(protocols);
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions["node_1"].info, "Established");
+    assert_eq!(sessions["node_2"].state, "start");
+    assert_eq!(
+        sessions["node_2"].info,
+        "Idle          BGP Error: Bad peer AS"
+    );
+
+    let ecmp = r#"[{"dst":"203.0.113.250","flags":[],"nexthops":[{"gateway":"192.0.2.12","dev":"eth0","weight":1,"flags":[]},{"gateway":"192.0.2.11","dev":"eth0","weight":1,"flags":[]}]}]"#;
+    assert_eq!(
+        bgp_support::kernel_gateways(ecmp),
+        ["192.0.2.11", "192.0.2.12"]
+    );
+    let single = r#"[{"dst":"203.0.113.251","gateway":"192.0.2.11","dev":"eth0","flags":[]}]"#;
+    assert_eq!(bgp_support::kernel_gateways(single), ["192.0.2.11"]);
+    assert!(bgp_support::kernel_gateways("[]").is_empty());
+}
+
+#[test]
+fn the_routers_config_is_valid_bird() {
+    let dir = std::env::temp_dir().join(unique_name("ferrolb-bird-config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = bgp_support::bird_config(&["node-1".to_owned(), "node-3".to_owned()], &dir);
+    assert!(conf.contains("protocol bgp node_3 from lab_node { neighbor 192.0.2.13 as 64512; }"));
+    let path = dir.join("bird.conf");
+    std::fs::write(&path, &conf).unwrap();
+    // bird2 is one of the lab's packages (tests/install-deps.sh); -p only parses.
+    let out = Command::new("bird").arg("-p").arg("-c").arg(&path).output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out.expect("running bird -p (apt-get install bird2)");
+    assert!(
+        out.status.success(),
+        "bird rejects the config: {}\n{conf}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
