@@ -150,7 +150,6 @@ pub fn bird_config(nodes: &[String], dir: &Path) -> String {
     let mut conf = format!(
         "router id {ROUTER_V4};\n\
          log \"{log}\" all;\n\
-         debug protocols {{ states, routes, events }};\n\
          protocol device {{ scan time 5; }}\n\
          # learn off, persist off (the defaults): BIRD owns only its routes, removes them on exit.\n\
          protocol kernel {{\n\
@@ -162,6 +161,7 @@ pub fn bird_config(nodes: &[String], dir: &Path) -> String {
          \x20 local {ROUTER_V4} as {ROUTER_AS};\n\
          \x20 connect retry time 2;\n\
          \x20 error wait time 1, 5;\n\
+         \x20 debug {{ states, routes, events }};\n\
          \x20 ipv4 {{ import all; export none; }};\n\
          }}\n",
         log = dir.join("bird.log").display(),
@@ -381,6 +381,17 @@ impl Router {
             Command::new("ip").args(["-j", "-n", ROUTER_NS, "route", "show", "exact", prefix]),
         );
         kernel_gateways(&json)
+    }
+
+    /// The lines BIRD logged about its session with `node`.
+    pub fn node_log(&self, node: &str) -> Vec<String> {
+        let proto = format!("{}:", protocol_of(node));
+        fs::read_to_string(self.dir.join("bird.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&proto))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// What BIRD logged, and its sessions now: for failure messages.
