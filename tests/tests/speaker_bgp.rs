@@ -14,20 +14,25 @@
 //! the router drops that node's route at once (not after the 90 s hold time) and keeps the
 //! others'.
 //!
+//! The advertisement's aggregationLength and communities show at the router; the exclude
+//! label takes a node's route away but not its session.
+//!
 //! Bad input tried: a BGPPeer with the wrong `myASN` (the router refuses every OPEN with Bad
-//! Peer AS, nothing is learned; fixing the peer brings the routes).
+//! Peer AS, nothing is learned; fixing the peer brings the routes); a second BGPPeer on the
+//! router's address (every speaker names it in a `BGPPeer not usable` warning; the first keeps
+//! its sessions and routes).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ferrolb_tests::{LAB_RELEASE, ensure_ferrolb_installed, kubectl, unique_name};
+use ferrolb_tests::{LAB_RELEASE, ensure_ferrolb_installed, kubectl, unique_name, workspace_root};
 use serde_json::{Value, json};
 
 mod bgp_support;
 mod lab_support;
-use bgp_support::{NODE_AS, ROUTER_AS, ROUTER_V4, Router, node_lan4};
+use bgp_support::{BirdRoute, NODE_AS, ROUTER_AS, ROUTER_V4, Router, node_lan4};
 use lab_support::{Env, REMOTE_CLIENT_NS, apply, ready_pods};
 
 /// How long convergence is polled for.
@@ -42,6 +47,9 @@ const IP_LOCAL: &str = "203.0.113.226";
 const IP_SELECT: &str = "203.0.113.227";
 const IP_BADASN: &str = "203.0.113.228";
 const IP_CEASE: &str = "203.0.113.229";
+const IP_ATTRS: &str = "203.0.113.230";
+const IP_DUP: &str = "203.0.113.231";
+const IP_EXCLUDE: &str = "203.0.113.232";
 
 /// One BIRD at a time on the router's port.
 static ROUTER: Mutex<()> = Mutex::new(());
@@ -102,6 +110,25 @@ impl BgpLab {
         lab
     }
 
+    /// [`BgpLab::start`], and a one-replica echo behind a Cluster-policy Service, running.
+    fn serving(test: &str, ip: &'static str, peer: Value) -> BgpLab {
+        let lab = BgpLab::start(test, ip, peer);
+        lab.web("Cluster", 1, json!({}));
+        lab.wait_echo_pods(1, None);
+        lab
+    }
+
+    /// The last node, and the others.
+    fn last_and_others(&self) -> (String, Vec<&str>) {
+        let last = self.nodes[self.nodes.len() - 1].clone();
+        let others = self
+            .node_refs()
+            .into_iter()
+            .filter(|n| *n != last)
+            .collect();
+        (last, others)
+    }
+
     /// Applies the BGPPeer for the lab's router with `extra` merged into its spec.
     fn peer_spec(&self, extra: Value) {
         let mut spec = json!({"myASN": NODE_AS, "peerASN": ROUTER_AS, "peerAddress": ROUTER_V4});
@@ -148,8 +175,12 @@ impl BgpLab {
     /// Waits until the router has learned the test's IP (as a /32) from exactly `want` (node
     /// names; none: it is withdrawn), each route with its node's LAN address as next hop, and
     /// has installed it in its kernel table with those addresses as (equal-cost) gateways.
-    fn wait_routes(&self, want: &[&str]) {
-        let prefix = self.prefix.as_str();
+    fn wait_routes(&self, want: &[&str]) -> BTreeMap<String, BirdRoute> {
+        self.wait_prefix(&self.prefix, want)
+    }
+
+    /// [`BgpLab::wait_routes`] for any `prefix`; the routes by node.
+    fn wait_prefix(&self, prefix: &str, want: &[&str]) -> BTreeMap<String, BirdRoute> {
         let want_nodes: BTreeSet<String> = want.iter().map(|n| n.to_string()).collect();
         let mut want_gateways: Vec<String> = want.iter().map(|n| node_lan4(n)).collect();
         want_gateways.sort();
@@ -168,7 +199,7 @@ impl BgpLab {
                         "router: {prefix} from {want_nodes:?} after {:.1?}",
                         started.elapsed()
                     );
-                    return;
+                    return routes.clone();
                 }
             }
             assert!(
@@ -251,6 +282,38 @@ fn lab_nodes() -> Vec<String> {
         .collect();
     nodes.sort();
     nodes
+}
+
+/// Runs `kubectl <args>` when dropped, also when the test panics: undoes a test's change.
+struct Undo(Vec<String>);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let args: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        if let Err(e) = kubectl(&args) {
+            eprintln!("undoing the test's change: {e}");
+        }
+    }
+}
+
+/// The nodes whose speakers (any of their pods, target/lab/nodes/<node>/pods/*/speaker.log)
+/// logged a line that `wanted`, with such a line each.
+fn speaker_logged(wanted: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
+    let nodes = workspace_root().join("target/lab/nodes");
+    let mut found = BTreeMap::new();
+    for node in std::fs::read_dir(&nodes).into_iter().flatten().flatten() {
+        let pods = node.path().join("pods");
+        for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(pod.path().join("speaker.log")).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| wanted(l)) {
+                found.insert(
+                    node.file_name().to_string_lossy().into_owned(),
+                    line.to_owned(),
+                );
+            }
+        }
+    }
+    found
 }
 
 /// `curl http://<ip>/` from the client behind the router: the echo's JSON, or what went wrong.
@@ -369,10 +432,8 @@ fn local_policy_is_routed_only_from_the_endpoints_node_and_follows_it() {
 #[test]
 #[ignore = "needs the lab: run cargo xtask test as root"]
 fn node_selectors_of_advertisement_and_peer_pick_the_announcing_nodes() {
-    let lab = BgpLab::start("select", IP_SELECT, json!({}));
+    let lab = BgpLab::serving("select", IP_SELECT, json!({}));
     assert!(lab.nodes.len() >= 2, "needs two lab nodes: {:?}", lab.nodes);
-    lab.web("Cluster", 1, json!({}));
-    lab.wait_echo_pods(1, None);
     lab.wait_routes(&lab.node_refs());
     let only = |node: &str| {
         let n = node.trim_start_matches("node-");
@@ -399,9 +460,7 @@ fn node_selectors_of_advertisement_and_peer_pick_the_announcing_nodes() {
 #[ignore = "needs the lab: run cargo xtask test as root"]
 fn a_peer_with_the_wrong_asn_is_refused_by_the_router_until_fixed() {
     // The router expects AS 64512 from the nodes.
-    let lab = BgpLab::start("badasn", IP_BADASN, json!({"myASN": 64599}));
-    lab.web("Cluster", 1, json!({}));
-    lab.wait_echo_pods(1, None);
+    let lab = BgpLab::serving("badasn", IP_BADASN, json!({"myASN": 64599}));
     let deadline = Instant::now() + WAIT;
     let mut refused = BTreeSet::new();
     while refused.len() < lab.nodes.len() {
@@ -438,13 +497,10 @@ fn a_peer_with_the_wrong_asn_is_refused_by_the_router_until_fixed() {
 #[test]
 #[ignore = "needs the lab: run cargo xtask test as root"]
 fn a_stopping_speaker_ends_its_session_with_a_cease_and_only_its_route_goes() {
-    let lab = BgpLab::start("cease", IP_CEASE, json!({}));
-    lab.web("Cluster", 1, json!({}));
-    lab.wait_echo_pods(1, None);
+    let lab = BgpLab::serving("cease", IP_CEASE, json!({}));
     let all = lab.node_refs();
     lab.wait_routes(&all);
-    let node = lab.nodes[lab.nodes.len() - 1].clone();
-    let others: Vec<&str> = all.iter().copied().filter(|n| *n != node).collect();
+    let (node, others) = lab.last_and_others();
     let pod = LAB_RELEASE
         .pods("speaker")
         .into_iter()
@@ -472,6 +528,127 @@ fn a_stopping_speaker_ends_its_session_with_a_cease_and_only_its_route_goes() {
     );
     wait_remote_answer(lab.ip);
     // The DaemonSet's new speaker on the node announces again.
+    lab.wait_routes(&all);
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn aggregation_length_and_communities_reach_the_router() {
+    let lab = BgpLab::start("attrs", IP_ATTRS, json!({}));
+    // Every form the API accepts: A:B, a well-known name, large:A:B:C.
+    lab.advertise_spec(json!({
+        "aggregationLength": 28,
+        "communities": ["64512:100", "no-export", "large:64512:1:2"]
+    }));
+    lab.web("Cluster", 1, json!({}));
+    lab.wait_echo_pods(1, None);
+    let covering = "203.0.113.224/28";
+    let routes = lab.wait_prefix(covering, &lab.node_refs());
+    for (node, route) in &routes {
+        assert_eq!(
+            route.communities,
+            ["64512:100", "65535:65281"],
+            "communities of {covering} from {node} (no-export is 65535:65281)"
+        );
+        assert_eq!(
+            route.large_communities,
+            ["64512:1:2"],
+            "large communities of {covering} from {node}"
+        );
+    }
+    if let Ok(exact) = lab.router.routes(&lab.prefix) {
+        assert!(
+            exact.is_empty(),
+            "{} announced on its own too: {exact:?}",
+            lab.prefix
+        );
+    }
+    wait_remote_answer(lab.ip);
+    kubectl(&["-n", &lab.env.ns, "delete", "service", "web"]).expect("deleting the Service");
+    lab.wait_prefix(covering, &[]);
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn a_second_peer_on_the_same_address_is_named_in_a_warning_and_the_first_keeps_its_routes() {
+    let lab = BgpLab::serving("dup", IP_DUP, json!({}));
+    let all = lab.node_refs();
+    lab.wait_routes(&all);
+    // Named after the first, so it sorts after it (the first by name wins); with another
+    // myASN, which the router would refuse if its session replaced the first's.
+    let second = format!("{}-second", lab.peer);
+    let _delete = Undo(vec![
+        "delete".into(),
+        "bgppeer".into(),
+        second.clone(),
+        "--ignore-not-found".into(),
+    ]);
+    apply(&json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPPeer",
+        "metadata": {"name": second},
+        "spec": {"myASN": 64599, "peerASN": ROUTER_AS, "peerAddress": ROUTER_V4}
+    }));
+    // The warning names both: the second as the peer, and the first (whose name is also in
+    // the second's) as the one that has the address.
+    let names_both = |l: &str| {
+        l.contains("BGPPeer not usable")
+            && l.contains(&format!("\"peer\":\"{second}\""))
+            && l.matches(lab.peer.as_str()).count() >= 2
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut warned = speaker_logged(names_both);
+    while warned.len() < lab.nodes.len() {
+        assert!(
+            Instant::now() < deadline,
+            "speakers that named {second} in a `BGPPeer not usable` warning within {WAIT:?}: \
+             {warned:?}, want every node's"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        warned = speaker_logged(names_both);
+    }
+    eprintln!(
+        "warning: {}",
+        warned.values().next().unwrap_or(&String::new())
+    );
+    // Nothing else changed: the first peer's sessions and routes.
+    for (node, s) in lab.router.sessions() {
+        assert!(s.info.starts_with("Established"), "{node}: {s:?}");
+    }
+    lab.wait_routes(&all);
+    wait_remote_answer(lab.ip);
+}
+
+#[test]
+#[ignore = "needs the lab: run cargo xtask test as root"]
+fn the_exclude_label_withdraws_a_nodes_route_and_keeps_its_session() {
+    let lab = BgpLab::serving("exclude", IP_EXCLUDE, json!({}));
+    let all = lab.node_refs();
+    lab.wait_routes(&all);
+    let (node, others) = lab.last_and_others();
+    let label = Undo(vec![
+        "label".into(),
+        "node".into(),
+        node.clone(),
+        format!("{EXCLUDE}-"),
+    ]);
+    kubectl(&[
+        "label",
+        "node",
+        &node,
+        &format!("{EXCLUDE}=true"),
+        "--overwrite",
+    ])
+    .expect("labelling the node");
+    lab.wait_routes(&others);
+    let session = lab.router.sessions().remove(&node);
+    assert!(
+        session
+            .as_ref()
+            .is_some_and(|s| s.info.starts_with("Established")),
+        "{node} excluded keeps its session, has {session:?}"
+    );
+    wait_remote_answer(lab.ip);
+    drop(label);
     lab.wait_routes(&all);
 }
 
@@ -504,6 +681,16 @@ fn birdc_output_is_read_as_routes_sessions_and_gateways() {
         ("node_2", false, Some("192.0.2.12"))
     );
     assert_eq!(parsed[1].as_path.as_deref(), Some("64512"));
+    let with_communities = bgp_support::parse_routes(
+        "203.0.113.224/28     unicast [node_1 07:01:02.003] * (100) [AS64512i]\n\
+         \tvia 192.0.2.11 on eth0\n\tBGP.community: (64512,100) (65535,65281)\n\
+         \tBGP.large_community: (64512, 1, 2)\n",
+    );
+    assert_eq!(with_communities[0].large_communities, ["64512:1:2"]);
+    assert_eq!(
+        with_communities[0].communities,
+        ["64512:100", "65535:65281"]
+    );
     assert!(bgp_support::parse_routes("BIRD 2.0.12 ready.\nNetwork not found\n").is_empty());
 
     let protocols = "BIRD 2.0.12 ready.\n\

@@ -58,6 +58,10 @@ pub struct BirdRoute {
     pub via: Option<String>,
     /// The AS_PATH attribute.
     pub as_path: Option<String>,
+    /// The COMMUNITY attribute's values as `a:b` (well-known ones by number: `65535:65281`).
+    pub communities: Vec<String>,
+    /// The LARGE_COMMUNITY attribute's values as `a:b:c`.
+    pub large_communities: Vec<String>,
 }
 
 /// Reads `birdc show route all <prefix>` output: one entry per route, in BIRD's order.
@@ -90,9 +94,21 @@ pub fn parse_routes(text: &str) -> Vec<BirdRoute> {
             route.next_hop = rest.split_whitespace().next().map(str::to_owned);
         } else if let Some(rest) = trimmed.strip_prefix("BGP.as_path:") {
             route.as_path = Some(rest.trim().to_owned());
+        } else if let Some(rest) = trimmed.strip_prefix("BGP.community:") {
+            route.communities = bird_tuples(rest);
+        } else if let Some(rest) = trimmed.strip_prefix("BGP.large_community:") {
+            route.large_communities = bird_tuples(rest);
         }
     }
     routes
+}
+
+/// `(64512,100) (65535,65281)` or `(64512, 1, 2)` as `64512:100`, ... (`a:b:c`).
+fn bird_tuples(text: &str) -> Vec<String> {
+    text.split(')')
+        .filter_map(|t| t.split_once('(').map(|(_, v)| v))
+        .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>().join(":"))
+        .collect()
 }
 
 /// One row of `birdc show protocols`.
