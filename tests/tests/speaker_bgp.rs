@@ -27,21 +27,23 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ferrolb_tests::{LAB_RELEASE, ensure_ferrolb_installed, kubectl, unique_name, workspace_root};
+use ferrolb_tests::{
+    FIELD_MANAGER, LAB_RELEASE, ensure_ferrolb_installed, kubectl, kubectl_stdin, unique_name,
+    workspace_root,
+};
 use serde_json::{Value, json};
 
 mod bgp_support;
 mod lab_support;
 use bgp_support::{BirdRoute, NODE_AS, ROUTER_AS, ROUTER_V4, Router, node_lan4};
-use lab_support::{Env, REMOTE_CLIENT_NS, apply, ready_pods};
+use lab_support::{Env, REMOTE_CLIENT_NS, ready_pods};
 
 /// How long convergence is polled for.
 const WAIT: Duration = Duration::from_secs(60);
-// This binary's part of the BGP range is 203.0.113.224/28: each test's pool is one IP of it,
-// so no two tests' pools overlap, even while one's is still being deleted.
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// The tests' Service IPs.
+// The tests' Service IPs, this binary's part of the BGP range (203.0.113.224/28): each test's
+// pool is its one IP, so no two tests' pools overlap, even while one's is still being deleted.
 const IP_CLUSTER: &str = "203.0.113.225";
 const IP_LOCAL: &str = "203.0.113.226";
 const IP_SELECT: &str = "203.0.113.227";
@@ -282,6 +284,23 @@ fn lab_nodes() -> Vec<String> {
         .collect();
     nodes.sort();
     nodes
+}
+
+/// Server-side applies `obj` as the tests' field manager: fields left out are removed.
+fn apply(obj: &Value) {
+    kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            FIELD_MANAGER,
+            "-f",
+            "-",
+        ],
+        Some(&obj.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("applying {obj}: {e}"));
 }
 
 /// Runs `kubectl <args>` when dropped, also when the test panics: undoes a test's change.
