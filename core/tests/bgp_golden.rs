@@ -507,9 +507,31 @@ fn well_known_communities_by_name() {
     for (c, name, bytes) in all {
         assert_eq!(c.to_string(), name);
         assert_eq!(Community::parse(name), Some(c));
+        // The API's spelling: lower case with dashes.
+        let api = name.to_ascii_lowercase().replace('_', "-");
+        assert_eq!(Community::parse(&api), Some(c), "{api}");
         let mut expected = vec![0xC0, 8, 4]; // COMMUNITIES, optional transitive, len 4
         expected.extend_from_slice(&bytes);
         attr_both_ways(&PathAttribute::Communities(vec![c]), &FOUR, &D4, &expected);
+    }
+    assert_eq!(
+        Community::parse("local-as"),
+        Some(Community::NO_EXPORT_SUBCONFED),
+        "FRR's name"
+    );
+    for bad in ["65536:1", "1:2:3", "no-such", "", ":"] {
+        assert_eq!(Community::parse(bad), None, "{bad}");
+    }
+    assert_eq!(
+        LargeCommunity::parse("64512:1:4294967295"),
+        Some(LargeCommunity {
+            global_admin: 64512,
+            local1: 1,
+            local2: u32::MAX
+        })
+    );
+    for bad in ["1:2", "1:2:3:4", "1:x:3", "4294967296:1:1", ""] {
+        assert_eq!(LargeCommunity::parse(bad), None, "{bad}");
     }
     assert_eq!(Community::new(65001, 42).to_string(), "65001:42");
     assert_eq!(

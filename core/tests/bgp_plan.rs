@@ -3,7 +3,7 @@
 
 use ferrolb_core::announce::routes::prefix;
 use ferrolb_core::announce::*;
-use ferrolb_core::bgp::Community;
+use ferrolb_core::bgp::{Community, LargeCommunity};
 use ipnet::IpNet;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -294,6 +294,12 @@ fn overlapping_advertisements_merge_communities_and_take_the_highest_local_pref(
     let two = BgpAdvView {
         local_pref: Some(200),
         communities: [Community::new(64512, 2), Community::NO_EXPORT].into(),
+        large_communities: [LargeCommunity {
+            global_admin: 64512,
+            local1: 1,
+            local2: 2,
+        }]
+        .into(),
         ..adv("two", &["bgp"])
     };
     let plan = bgp_plan(
@@ -313,6 +319,7 @@ fn overlapping_advertisements_merge_communities_and_take_the_highest_local_pref(
         ]
         .into()
     );
+    assert_eq!(attrs.large_communities.len(), 1);
     assert_eq!(attrs.advertisements, ["one".into(), "two".into()].into());
 }
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_api::{BGPAdvertisement, BGPPeer, BGPPeerSpec, IPAddressPool};
-use ferrolb_bgp::{PeerConfig, RouteAttrs, RouteTable, Speaker, SpeakerConfig};
+use ferrolb_bgp::{PeerConfig, PeerStatus, RouteAttrs, RouteTable, Speaker, SpeakerConfig};
 use ferrolb_core::announce::{BgpAdvView, BgpPeerView, NodeName, NodeView, bgp_plan};
 use ferrolb_core::bgp::fsm::{AutoRestart, GracefulRestartConfig};
-use ferrolb_core::bgp::{Community, ForwardingState, RestartState};
+use ferrolb_core::bgp::{Community, ForwardingState, LargeCommunity, RestartState, State};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -223,6 +223,9 @@ async fn reconcile(
         }
         refused.remove(name);
         info!(peer = %name, %address, asn = spec.peer_asn, my_asn = spec.my_asn, "BGP session configured");
+        if let Some(status) = speaker.watch_peer(address) {
+            tokio::spawn(log_session(name.clone(), address, status));
+        }
         addresses.insert(address, name.clone());
         sessions.insert(
             name.clone(),
@@ -248,6 +251,7 @@ async fn reconcile(
                     *prefix,
                     RouteAttrs {
                         communities: a.communities.iter().copied().collect(),
+                        large_communities: a.large_communities.iter().copied().collect(),
                         local_pref: a.local_pref,
                         ..RouteAttrs::default()
                     },
@@ -292,6 +296,28 @@ async fn reconcile(
     });
 }
 
+/// Logs a session's ups and downs, and each new failure, with the BGPPeer's name (the
+/// engine's own lines name only the address). Ends with the session.
+async fn log_session(name: String, address: IpAddr, mut status: watch::Receiver<PeerStatus>) {
+    let (mut state, mut error) = {
+        let s = status.borrow();
+        (s.state, s.last_error.clone())
+    };
+    while status.changed().await.is_ok() {
+        let now = status.borrow().clone();
+        if now.state == State::Established && state != State::Established {
+            info!(peer = %name, %address, "BGP session established");
+        } else if state == State::Established && now.state != State::Established {
+            warn!(peer = %name, %address, error = now.last_error.as_deref().unwrap_or("-"), "BGP session down");
+        } else if now.last_error != error
+            && let Some(e) = &now.last_error
+        {
+            warn!(peer = %name, %address, error = %e, "BGP session failing");
+        }
+        (state, error) = (now.state, now.last_error);
+    }
+}
+
 fn peer_view(p: &BGPPeer) -> BgpPeerView {
     BgpPeerView {
         name: p.metadata.name.clone().unwrap_or_default(),
@@ -299,22 +325,23 @@ fn peer_view(p: &BGPPeer) -> BgpPeerView {
     }
 }
 
-/// A BGPAdvertisement as the plan's view, its pools resolved. Communities that do not
-/// parse (the API server's schema refuses them) are logged and left out.
+/// A BGPAdvertisement as the plan's view, its pools resolved. Communities are spelled as the
+/// API accepts them: `A:B`, `large:A:B:C` or a well-known name (`no-export`); one that does
+/// not parse (the API server's schema refuses them) is logged and left out.
 fn adv_view(a: &BGPAdvertisement, pools: &[PoolRanges]) -> BgpAdvView {
     let spec = &a.spec;
     let name = a.metadata.name.clone().unwrap_or_default();
-    let communities: BTreeSet<Community> = spec
-        .communities
-        .iter()
-        .filter_map(|c| {
-            let parsed = Community::parse(c);
-            if parsed.is_none() {
-                warn!(advertisement = %name, community = %c, "not a community (asn:value or a well-known name): left out");
-            }
-            parsed
-        })
-        .collect();
+    let mut communities = BTreeSet::new();
+    let mut large_communities = BTreeSet::new();
+    for c in &spec.communities {
+        let parsed = match c.strip_prefix("large:") {
+            Some(l) => LargeCommunity::parse(l).map(|l| large_communities.insert(l)),
+            None => Community::parse(c).map(|c| communities.insert(c)),
+        };
+        if parsed.is_none() {
+            warn!(advertisement = %name, community = %c, "not a community (A:B, large:A:B:C or a well-known name): left out");
+        }
+    }
     BgpAdvView {
         pools: views::advertised_pools(
             &spec.ip_address_pools,
@@ -327,6 +354,7 @@ fn adv_view(a: &BGPAdvertisement, pools: &[PoolRanges]) -> BgpAdvView {
         aggregation_v6: spec.aggregation_length_v6.clamp(0, 128) as u8,
         local_pref: spec.local_pref,
         communities,
+        large_communities,
         name,
     }
 }
@@ -527,7 +555,8 @@ mod tests {
         let a: BGPAdvertisement = serde_json::from_value(serde_json::json!({
             "apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement",
             "metadata": {"name": "adv"},
-            "spec": {"ipAddressPools": ["bgp"], "communities": ["64512:1", "no-such", "NO_EXPORT"],
+            "spec": {"ipAddressPools": ["bgp"], "communities": ["64512:1", "no-such", "no-export", "local-as",
+                                     "large:64512:1:2", "large:1:2"],
                      "aggregationLength": 24, "localPref": 50, "peers": ["tor"]}
         }))
         .unwrap();
@@ -535,7 +564,19 @@ mod tests {
         assert_eq!(v.pools, BTreeSet::from(["bgp".to_string()]));
         assert_eq!(
             v.communities,
-            BTreeSet::from([Community::new(64512, 1), Community::NO_EXPORT])
+            BTreeSet::from([
+                Community::new(64512, 1),
+                Community::NO_EXPORT,
+                Community::NO_EXPORT_SUBCONFED
+            ])
+        );
+        assert_eq!(
+            v.large_communities,
+            BTreeSet::from([LargeCommunity {
+                global_admin: 64512,
+                local1: 1,
+                local2: 2
+            }])
         );
         assert_eq!((v.aggregation_v4, v.aggregation_v6), (24, 128));
         assert_eq!(v.local_pref, Some(50));

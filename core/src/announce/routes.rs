@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{NodeView, ServiceKey, ServiceView, TrafficPolicy};
-use crate::bgp::Community;
+use crate::bgp::{Community, LargeCommunity};
 use crate::selector::LabelSelector;
 
 /// What the plan needs from a `BGPPeer`.
@@ -42,6 +42,8 @@ pub struct BgpAdvView {
     pub local_pref: Option<u32>,
     /// Communities attached to the prefixes.
     pub communities: BTreeSet<Community>,
+    /// Large communities attached to the prefixes.
+    pub large_communities: BTreeSet<LargeCommunity>,
 }
 
 impl Default for BgpAdvView {
@@ -55,6 +57,7 @@ impl Default for BgpAdvView {
             aggregation_v6: 128,
             local_pref: None,
             communities: BTreeSet::new(),
+            large_communities: BTreeSet::new(),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct PrefixAttrs {
     pub local_pref: Option<u32>,
     /// Every community of every advertisement announcing the prefix.
     pub communities: BTreeSet<Community>,
+    /// Every large community of every advertisement announcing the prefix.
+    pub large_communities: BTreeSet<LargeCommunity>,
     /// The advertisements announcing it (for logs and status).
     pub advertisements: BTreeSet<String>,
 }
@@ -153,6 +158,9 @@ pub fn bgp_plan(
                         .or_default();
                     attrs.local_pref = attrs.local_pref.max(adv.local_pref);
                     attrs.communities.extend(adv.communities.iter().copied());
+                    attrs
+                        .large_communities
+                        .extend(adv.large_communities.iter().copied());
                     attrs.advertisements.insert(adv.name.clone());
                     announced = true;
                 }

@@ -38,8 +38,14 @@ impl Community {
         })
     }
 
-    /// Parses a well-known name (case-insensitive) or `asn:value`.
+    /// Parses a well-known name (case-insensitive, `-` or `_`: `NO_EXPORT`, `no-export`;
+    /// `local-as` is FRR's name for NO_EXPORT_SUBCONFED) or `asn:value`.
     pub fn parse(s: &str) -> Option<Self> {
+        let normal = s.replace('-', "_");
+        if normal.eq_ignore_ascii_case("local_as") {
+            return Some(Self::NO_EXPORT_SUBCONFED);
+        }
+        let s = normal.as_str();
         let known = [
             Self::NO_EXPORT,
             Self::NO_ADVERTISE,
@@ -77,6 +83,23 @@ pub struct LargeCommunity {
     pub local1: u32,
     /// Second local data part.
     pub local2: u32,
+}
+
+impl LargeCommunity {
+    /// Parses `global:local1:local2` (three 32-bit numbers).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(':').map(|p| p.parse::<u32>().ok());
+        let (Some(Some(global_admin)), Some(Some(local1)), Some(Some(local2)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some(Self {
+            global_admin,
+            local1,
+            local2,
+        })
+    }
 }
 
 impl fmt::Display for LargeCommunity {
