@@ -7,7 +7,7 @@
 //! table to all its peers, and advertisements may give peers different prefixes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,8 +68,8 @@ pub struct Settings {
 struct Session {
     /// The spec it was built from (a changed spec restarts the session).
     spec: BGPPeerSpec,
-    /// The node's router id it was built with (a changed node address restarts it too).
-    router_id: Ipv4Addr,
+    /// The node's addresses it was built with (a changed one restarts it too).
+    node: NodeAddrs,
     speaker: Speaker,
     address: IpAddr,
     routes: RouteTable,
@@ -130,12 +130,7 @@ async fn reconcile(
             ..NodeView::default()
         },
     };
-    let router_id = node_obj.as_deref().and_then(|n| {
-        views::internal_ips(n).into_iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
-    });
+    let addrs = NodeAddrs::of(node_obj.as_deref());
     let pools = views::pool_ranges(&stores.pools.state());
     let ready = views::ready_nodes(&stores.slices.state());
     let services = views::service_views(
@@ -178,7 +173,7 @@ async fn reconcile(
         let spec = &obj.spec;
         let current = sessions
             .get(name)
-            .is_some_and(|s| &s.spec == spec && Some(s.router_id) == router_id);
+            .is_some_and(|s| &s.spec == spec && s.node == addrs);
         if current {
             let s = &sessions[name];
             addresses.insert(s.address, name.clone());
@@ -188,7 +183,7 @@ async fn reconcile(
             info!(peer = %name, "BGPPeer changed: restarting the session");
             old.speaker.shutdown().await;
         }
-        let config = match peer_config(spec, router_id, settings, secrets).await {
+        let config = match peer_config(spec, addrs, settings, secrets).await {
             Ok(c) => c,
             Err(why) => {
                 if refused.get(name) != Some(&why) {
@@ -231,7 +226,7 @@ async fn reconcile(
             name.clone(),
             Session {
                 spec: spec.clone(),
-                router_id: router_id.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                node: addrs,
                 speaker,
                 address,
                 routes: RouteTable::new(),
@@ -364,10 +359,31 @@ fn seconds(field: &str, text: &str) -> Result<u16, String> {
     u16::try_from(d.as_secs()).map_err(|_| format!("{field}: {text} is over 65535s"))
 }
 
+/// A node's first InternalIP of each family: the default router id, and the next hop of the
+/// family the session's own address does not give.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct NodeAddrs {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+}
+
+impl NodeAddrs {
+    fn of(node: Option<&Node>) -> Self {
+        let mut out = NodeAddrs::default();
+        for ip in node.map(views::internal_ips).unwrap_or_default() {
+            match ip {
+                IpAddr::V4(a) => out.v4 = out.v4.or(Some(a)),
+                IpAddr::V6(a) => out.v6 = out.v6.or(Some(a)),
+            }
+        }
+        out
+    }
+}
+
 /// The session a BGPPeer asks for, from this node. Errors name the field at fault.
 async fn peer_config(
     spec: &BGPPeerSpec,
-    node_router_id: Option<Ipv4Addr>,
+    node: NodeAddrs,
     settings: &Settings,
     secrets: &Api<Secret>,
 ) -> Result<PeerConfig, String> {
@@ -398,13 +414,13 @@ async fn peer_config(
         }
         (None, None) => None,
     };
-    session_config(spec, node_router_id, password)
+    session_config(spec, node, password)
 }
 
 /// The session settings of a BGPPeer, its password resolved. Pure, for tests.
 fn session_config(
     spec: &BGPPeerSpec,
-    node_router_id: Option<Ipv4Addr>,
+    node: NodeAddrs,
     password: Option<String>,
 ) -> Result<PeerConfig, String> {
     let address: IpAddr = spec
@@ -415,7 +431,7 @@ fn session_config(
         Some(r) => r
             .parse()
             .map_err(|_| format!("routerID {r:?} is not an IPv4 address"))?,
-        None => node_router_id.ok_or(
+        None => node.v4.ok_or(
             "no routerID set and the node has no IPv4 InternalIP to take it from".to_string(),
         )?,
     };
@@ -449,6 +465,12 @@ fn session_config(
     config.source = source;
     config.multihop = (spec.ebgp_multi_hop == Some(true)).then_some(255);
     config.password = password;
+    // The session's local address is the next hop of its own family; the other family's
+    // prefixes (a dual-stack Service over one session) go via the node's address of that family.
+    match address {
+        IpAddr::V4(_) => config.next_hop_v6 = node.v6,
+        IpAddr::V6(_) => config.next_hop_v4 = node.v4,
+    }
     Ok(config)
 }
 
@@ -463,9 +485,16 @@ mod tests {
         .unwrap()
     }
 
+    fn node() -> NodeAddrs {
+        NodeAddrs {
+            v4: Some("192.0.2.11".parse().unwrap()),
+            v6: Some("2001:db8:0:1::11".parse().unwrap()),
+        }
+    }
+
     #[test]
     fn defaults_take_the_nodes_address_as_router_id() {
-        let c = session_config(&spec(), Some("192.0.2.11".parse().unwrap()), None).unwrap();
+        let c = session_config(&spec(), node(), None).unwrap();
         assert_eq!(c.address, "192.0.2.1".parse::<IpAddr>().unwrap());
         assert_eq!(c.port, 179);
         assert_eq!(
@@ -477,6 +506,13 @@ mod tests {
         assert_eq!(c.session.connect_retry, RETRY);
         assert_eq!(c.ttl(), 1, "eBGP is single-hop unless ebgpMultiHop");
         assert!(c.password.is_none() && c.session.graceful_restart.is_none());
+        // IPv6 prefixes over this IPv4 session go via the node's IPv6 address.
+        assert_eq!(c.next_hop_v6, node().v6);
+        assert_eq!(c.next_hop_v4, None, "the session's own address");
+        let mut v6 = spec();
+        v6.peer_address = "2001:db8:0:1::1".into();
+        let c = session_config(&v6, node(), None).unwrap();
+        assert_eq!((c.next_hop_v4, c.next_hop_v6), (node().v4, None));
     }
 
     #[test]
@@ -489,7 +525,7 @@ mod tests {
         s.source_address = Some("192.0.2.11".into());
         s.ebgp_multi_hop = Some(true);
         s.enable_graceful_restart = Some(true);
-        let c = session_config(&s, None, Some("secret".into())).unwrap();
+        let c = session_config(&s, NodeAddrs::default(), Some("secret".into())).unwrap();
         assert_eq!(c.session.local_id, "10.0.0.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(c.session.hold_time, 60);
         assert_eq!(c.session.keepalive, Some(20));
@@ -538,10 +574,11 @@ mod tests {
             ),
         ];
         for (s, field) in cases {
-            let err = session_config(&s, Some(Ipv4Addr::new(192, 0, 2, 11)), None).unwrap_err();
+            let err = session_config(&s, node(), None).unwrap_err();
             assert!(err.contains(field), "{field}: {err}");
         }
-        let err = session_config(&spec(), None, None).unwrap_err();
+        let v6_only = NodeAddrs { v4: None, ..node() };
+        let err = session_config(&spec(), v6_only, None).unwrap_err();
         assert!(err.contains("routerID"), "{err}");
     }
 
