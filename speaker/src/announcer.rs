@@ -10,13 +10,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferrolb_api::{IPAddressPool, L2Advertisement};
+use ferrolb_api::L2Advertisement;
 use ferrolb_core::announce::{
     Action, Election, Eligibility, GratuitousSchedule, Ineligible, Inputs, InterfaceView, Mode,
     NodeName, NodeView, Plan, Poll, diff, elect, plan::plan_from,
 };
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -49,14 +48,8 @@ pub const HANDOVER_GRACE: Duration = Duration::from_millis(1500);
 /// The reflector stores the announcer reads.
 #[derive(Clone)]
 pub struct Stores {
-    /// Services.
-    pub services: Store<Service>,
-    /// EndpointSlices.
-    pub slices: Store<EndpointSlice>,
-    /// Nodes.
-    pub nodes: Store<Node>,
-    /// IPAddressPools.
-    pub pools: Store<IPAddressPool>,
+    /// Services, EndpointSlices, Nodes and pools.
+    pub cluster: views::Cluster,
     /// L2Advertisements.
     pub advertisements: Store<L2Advertisement>,
     /// Woken after any event reaches any store.
@@ -128,10 +121,8 @@ pub async fn run(
     }
     let me = settings.node.clone();
     let own = stores
-        .nodes
-        .state()
-        .into_iter()
-        .find(|n| n.metadata.name.as_deref() == Some(me.as_str()))
+        .cluster
+        .node(&me)
         .ok_or_else(|| anyhow::anyhow!("Node {me} not found: is --node-name right?"))?;
     let own_ip = *views::internal_ips(&own)
         .first()
@@ -143,7 +134,7 @@ pub async fn run(
         (std::net::Ipv6Addr::UNSPECIFIED, port).into()
     };
     let membership = Membership::start(&me, bind, SocketAddr::new(own_ip, port)).await?;
-    let seeds = seeds(&stores.nodes, &me, port);
+    let seeds = seeds(&stores.cluster.nodes, &me, port);
     membership.seed(seeds.clone()).await;
     let mut live = membership.live();
     // A stop during the wait ends it: nothing was announced yet, so there is nothing to hand over.
@@ -182,7 +173,7 @@ pub async fn run(
         if dirty {
             let lv = live.borrow_and_update().clone();
             st.recompute(&stores, &lv);
-            let s = self::seeds(&stores.nodes, &me, port);
+            let s = self::seeds(&stores.cluster.nodes, &me, port);
             if s != known_seeds {
                 membership.seed(s.clone()).await;
                 known_seeds = s;
@@ -280,11 +271,11 @@ impl State {
     fn recompute(&mut self, stores: &Stores, live: &BTreeSet<NodeName>) {
         let me = self.settings.node.clone();
         self.interfaces = wire::interfaces();
-        let pools = views::pool_ranges(&stores.pools.state());
-        let ready = views::ready_nodes(&stores.slices.state());
-        let services_raw = stores.services.state();
-        let services =
-            views::service_views(&services_raw, &self.settings.selection, &pools, &ready);
+        let views::Services {
+            objects: services_raw,
+            pools,
+            views: services,
+        } = stores.cluster.services(&self.settings.selection);
         let advertisements: Vec<_> = stores
             .advertisements
             .state()
@@ -294,6 +285,7 @@ impl State {
         let mine: Vec<InterfaceView> = self.interfaces.iter().map(|i| i.view.clone()).collect();
         let others = remote_interfaces(&advertisements);
         let nodes: Vec<NodeView> = stores
+            .cluster
             .nodes
             .state()
             .iter()

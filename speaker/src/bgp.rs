@@ -11,13 +11,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_api::{BGPAdvertisement, BGPPeer, BGPPeerSpec, IPAddressPool};
+use ferrolb_api::{BGPAdvertisement, BGPPeer, BGPPeerSpec};
 use ferrolb_bgp::{PeerConfig, PeerStatus, RouteAttrs, RouteTable, Speaker, SpeakerConfig};
 use ferrolb_core::announce::{BgpAdvView, BgpPeerView, NodeName, NodeView, bgp_plan};
 use ferrolb_core::bgp::fsm::{AutoRestart, GracefulRestartConfig};
 use ferrolb_core::bgp::{Community, ForwardingState, LargeCommunity, RestartState, State};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
 use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, oneshot, watch};
@@ -37,14 +36,8 @@ const PASSWORD_KEY: &str = "password";
 /// The watched objects BGP mode reads.
 #[derive(Clone)]
 pub struct Stores {
-    /// Services.
-    pub services: Store<Service>,
-    /// EndpointSlices.
-    pub slices: Store<EndpointSlice>,
-    /// Nodes.
-    pub nodes: Store<Node>,
-    /// IPAddressPools.
-    pub pools: Store<IPAddressPool>,
+    /// Services, EndpointSlices, Nodes and pools (the announcer's too).
+    pub cluster: views::Cluster,
     /// BGPPeers.
     pub peers: Store<BGPPeer>,
     /// BGPAdvertisements.
@@ -117,11 +110,7 @@ async fn reconcile(
     refused: &mut BTreeMap<String, String>,
     attracted: &watch::Sender<Announced>,
 ) {
-    let node_obj = stores
-        .nodes
-        .state()
-        .into_iter()
-        .find(|n| n.metadata.name.as_deref() == Some(settings.node.as_str()));
+    let node_obj = stores.cluster.node(&settings.node);
     let node = match &node_obj {
         Some(n) => views::node_view(n, Vec::new()),
         // Not in the cache yet (or deleted): no labels, so only unselective objects apply.
@@ -131,14 +120,11 @@ async fn reconcile(
         },
     };
     let addrs = NodeAddrs::of(node_obj.as_deref());
-    let pools = views::pool_ranges(&stores.pools.state());
-    let ready = views::ready_nodes(&stores.slices.state());
-    let services = views::service_views(
-        &stores.services.state(),
-        &settings.selection,
-        &pools,
-        &ready,
-    );
+    let views::Services {
+        pools,
+        views: services,
+        ..
+    } = stores.cluster.services(&settings.selection);
     let peer_objs = stores.peers.state();
     let peer_views: Vec<BgpPeerView> = peer_objs.iter().map(|p| peer_view(p)).collect();
     let adv_views: Vec<BgpAdvView> = stores
@@ -183,7 +169,17 @@ async fn reconcile(
             info!(peer = %name, "BGPPeer changed: restarting the session");
             old.speaker.shutdown().await;
         }
-        let config = match peer_config(spec, addrs, settings, secrets).await {
+        let config =
+            peer_config(spec, addrs, settings, secrets)
+                .await
+                .and_then(|c| match addresses.get(&c.address) {
+                    Some(first) => Err(format!(
+                        "peerAddress {} is BGPPeer {first}'s too: one session per router address",
+                        c.address
+                    )),
+                    None => Ok(c),
+                });
+        let config = match config {
             Ok(c) => c,
             Err(why) => {
                 if refused.get(name) != Some(&why) {
@@ -193,17 +189,6 @@ async fn reconcile(
                 continue;
             }
         };
-        if let Some(first) = addresses.get(&config.address) {
-            let why = format!(
-                "peerAddress {} is BGPPeer {first}'s too: one session per router address",
-                config.address
-            );
-            if refused.get(name) != Some(&why) {
-                warn!(peer = %name, error = %why, "BGPPeer not usable: no session with it");
-                refused.insert(name.clone(), why);
-            }
-            continue;
-        }
         let speaker = match Speaker::new(SpeakerConfig::default()).await {
             Ok(s) => s,
             Err(e) => {

@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         classless: !args.ignore_classless,
     };
     let relevance = relevance::Relevance::new(selection.clone());
-    let stores = Stores {
+    let cluster = views::Cluster {
         services: daemon.reflect_notify_when(
             Api::<Service>::all(client.clone()),
             "services",
@@ -150,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
             "ipaddresspools",
             changed.clone(),
         ),
+    };
+    let stores = Stores {
+        cluster: cluster.clone(),
         advertisements: daemon.reflect_notify(
             Api::<L2Advertisement>::all(client.clone()),
             "l2advertisements",
@@ -158,10 +161,7 @@ async fn main() -> anyhow::Result<()> {
         changed: announcer_changed,
     };
     let bgp_stores = bgp::Stores {
-        services: stores.services.clone(),
-        slices: stores.slices.clone(),
-        nodes: stores.nodes.clone(),
-        pools: stores.pools.clone(),
+        cluster: cluster.clone(),
         peers: daemon.reflect_notify(
             Api::<BGPPeer>::all(client.clone()),
             "bgppeers",
@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // The announcer (layer 2) and BGP mode each own a sender; the forwarder gets the union of
-    // what they announce plus the two stores (`stores.services`, `stores.slices`).
+    // what they announce plus the two stores (`cluster.services`, `cluster.slices`).
     let (announced_tx, l2_rx) = watch::channel(Announced::new());
     let (attracted_tx, bgp_rx) = watch::channel(Announced::new());
     let announced_rx = union(l2_rx, bgp_rx);
@@ -184,8 +184,8 @@ async fn main() -> anyhow::Result<()> {
     let (fwd_stop_tx, fwd_stop_rx) = oneshot::channel::<()>();
     let forwarder = tokio::spawn(forward::run(
         announced_rx,
-        stores.services.clone(),
-        stores.slices.clone(),
+        cluster.services,
+        cluster.slices,
         Some([kernel_changed, userspace_changed]),
         args.node_name.clone(),
         fwd_metrics,

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_api::{IPAddressPool, L2Advertisement};
 use ferrolb_core::alloc::{AddressRange, parse_pool_entry};
@@ -12,6 +13,7 @@ use ferrolb_core::announce::{
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sSelector;
+use kube::runtime::reflector::Store;
 
 /// Nodes carrying this label never announce (the Kubernetes convention).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -19,6 +21,52 @@ pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-b
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 pub use ferrolb_api::service::Selection;
+
+/// The watched objects both ways of announcing (layer 2 and BGP) read.
+#[derive(Clone)]
+pub struct Cluster {
+    /// Services.
+    pub services: Store<Service>,
+    /// EndpointSlices.
+    pub slices: Store<EndpointSlice>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// IPAddressPools.
+    pub pools: Store<IPAddressPool>,
+}
+
+/// The Services as they are now: the objects, the parsed pools and the views of ours.
+pub struct Services {
+    /// Every Service in the store.
+    pub objects: Vec<Arc<Service>>,
+    /// The pools, parsed.
+    pub pools: Vec<PoolRanges>,
+    /// Our Services with IPs from the pools.
+    pub views: Vec<ServiceView>,
+}
+
+impl Cluster {
+    /// The Node called `name`, if the store has it.
+    pub fn node(&self, name: &NodeName) -> Option<Arc<Node>> {
+        self.nodes
+            .state()
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+    }
+
+    /// Reads the stores into [`Services`].
+    pub fn services(&self, selection: &Selection) -> Services {
+        let pools = pool_ranges(&self.pools.state());
+        let ready = ready_nodes(&self.slices.state());
+        let objects = self.services.state();
+        let views = service_views(&objects, selection, &pools, &ready);
+        Services {
+            objects,
+            pools,
+            views,
+        }
+    }
+}
 
 /// A pool's name and parsed ranges (entries that do not parse are skipped: the API server
 /// validates them, and the controller reports the rest).
