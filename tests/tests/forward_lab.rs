@@ -7,7 +7,7 @@
 //! flake); the tests print what they measured (the failover gap, the scale-down losses).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,41 +15,10 @@ use ferrolb_tests::kubectl;
 use serde_json::{Value, json};
 
 mod lab_support;
-use lab_support::{CLIENT_NS, Env, REMOTE_CLIENT_NS, WAIT, ready_pods, speaker_pid};
+use lab_support::{Answer, CLIENT_NS, Env, REMOTE_CLIENT_NS, WAIT, curl, ready_pods, speaker_pid};
 
 /// Tests that kill speakers run alone; the others share.
 static EXCLUSIVE: RwLock<()> = RwLock::new(());
-
-/// What one HTTP request through the VIP gave.
-#[derive(Debug)]
-enum Answer {
-    /// 200 and the echo's JSON.
-    Echo(Value),
-    /// curl failed with this exit code (7: refused / unreachable, 28: timed out) or another
-    /// HTTP status; the elapsed time.
-    Failed(i32, Duration),
-}
-
-/// `curl` from namespace `ns` to `url` with a `max` total time.
-fn curl(ns: &str, url: &str, max: Duration) -> Answer {
-    let started = Instant::now();
-    let out: Output = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sS", "-g", "--max-time"])
-        .arg(format!("{:.1}", max.as_secs_f64()))
-        .args(["-w", "\n%{http_code}", url])
-        .output()
-        .expect("running curl");
-    let took = started.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    match (out.status.code(), code) {
-        (Some(0), "200") => serde_json::from_str(body)
-            .map(Answer::Echo)
-            .unwrap_or(Answer::Failed(-1, took)),
-        (Some(0), other) => Answer::Failed(other.parse().unwrap_or(-1), took),
-        (c, _) => Answer::Failed(c.unwrap_or(-1), took),
-    }
-}
 
 /// The echo's JSON, or a panic naming the URL and what came back.
 fn echo(ns: &str, url: &str) -> Value {

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 mod bgp_support;
 mod lab_support;
 use bgp_support::{BirdRoute, NODE_AS, ROUTER_AS, ROUTER_V4, Router, node_lan4};
-use lab_support::{Env, REMOTE_CLIENT_NS, ready_pods};
+use lab_support::{Answer, Env, REMOTE_CLIENT_NS, curl, ready_pods};
 
 /// How long convergence is polled for.
 const WAIT: Duration = Duration::from_secs(60);
@@ -337,28 +337,14 @@ fn speaker_logged(wanted: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
 
 /// `curl http://<ip>/` from the client behind the router: the echo's JSON, or what went wrong.
 fn remote_get(ip: &str) -> Result<Value, String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            REMOTE_CLIENT_NS,
-            "curl",
-            "-sS",
-            "--max-time",
-            "3",
-        ])
-        .arg(format!("http://{ip}/"))
-        .output()
-        .map_err(|e| format!("running curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl exit {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    match curl(
+        REMOTE_CLIENT_NS,
+        &format!("http://{ip}/"),
+        Duration::from_secs(3),
+    ) {
+        Answer::Echo(v) => Ok(v),
+        failed => Err(format!("{failed:?}")),
     }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Waits until the remote client gets the echo's answer through `ip`.
@@ -430,19 +416,7 @@ fn local_policy_is_routed_only_from_the_endpoints_node_and_follows_it() {
     );
 
     // The only endpoint moves: so does the route.
-    let patch = json!({"spec": {"template": {"spec": pin(&second)}}});
-    kubectl(&[
-        "-n",
-        &lab.env.ns,
-        "patch",
-        "deployment",
-        "echo",
-        "--type",
-        "merge",
-        "-p",
-        &patch.to_string(),
-    ])
-    .expect("moving the echo pod");
+    lab.env.patch_pod_spec("echo", pin(&second));
     lab.wait_echo_pods(1, Some(&second));
     lab.wait_routes(&[&second]);
     wait_remote_answer(lab.ip);

@@ -554,21 +554,10 @@ fn local_policy_owner_follows_the_endpoint() {
         .into_iter()
         .find(|n| *n != first)
         .expect("a second usable node");
-    let patch = json!({"spec": {"template": {"spec": {
-        "nodeSelector": {"kubernetes.io/hostname": target}
-    }}}});
-    kubectl(&[
-        "-n",
-        &env.ns,
-        "patch",
-        "deployment",
+    env.patch_pod_spec(
         "echo",
-        "--type",
-        "merge",
-        "-p",
-        &patch.to_string(),
-    ])
-    .unwrap();
+        json!({"nodeSelector": {"kubernetes.io/hostname": target}}),
+    );
     let moved = Instant::now();
     env.echo_node(Some(&target));
     env.wait_reporters("web", v4, Some(&target));

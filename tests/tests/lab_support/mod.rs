@@ -1,4 +1,5 @@
-//! Shared by the end-to-end tests that send traffic in the lab (`speaker_l2`, `forward_lab`):
+//! Shared by the end-to-end tests that send traffic in the lab (`speaker_l2`, `forward_lab`,
+//! `speaker_bgp`):
 //! a test's namespace, pool and L2Advertisement, echo Deployments, LoadBalancer Services, who
 //! announces an IP, and the speakers' processes. FerroLB itself is the lab's chart release
 //! (`ferrolb_tests::ensure_ferrolb_installed`).
@@ -16,6 +17,37 @@ pub const CLIENT_NS: &str = "ferrolb-client";
 pub const REMOTE_CLIENT_NS: &str = "ferrolb-remote-client";
 /// How long convergence is polled for.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// What one HTTP request through the VIP gave.
+#[derive(Debug)]
+pub enum Answer {
+    /// 200 and the echo's JSON.
+    Echo(Value),
+    /// curl failed with this exit code (7: refused / unreachable, 28: timed out) or another
+    /// HTTP status; the elapsed time.
+    Failed(i32, Duration),
+}
+
+/// `curl` from namespace `ns` to `url` with a `max` total time.
+pub fn curl(ns: &str, url: &str, max: Duration) -> Answer {
+    let started = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sS", "-g", "--max-time"])
+        .arg(format!("{:.1}", max.as_secs_f64()))
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .expect("running curl");
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    match (out.status.code(), code) {
+        (Some(0), "200") => serde_json::from_str(body)
+            .map(Answer::Echo)
+            .unwrap_or(Answer::Failed(-1, took)),
+        (Some(0), other) => Answer::Failed(other.parse().unwrap_or(-1), took),
+        (c, _) => Answer::Failed(c.unwrap_or(-1), took),
+    }
+}
 
 /// Sets `extra`'s top-level fields on `into` (both JSON objects).
 pub fn merge(into: &mut Value, extra: Value) {
@@ -86,6 +118,24 @@ impl Env {
                 "template": {"metadata": {"labels": {"app": name}}, "spec": spec}
             }
         }));
+    }
+
+    /// Merges `pod` into the pod template of Deployment `name` (e.g. a nodeSelector to move
+    /// its pods).
+    pub fn patch_pod_spec(&self, name: &str, pod: Value) {
+        let patch = json!({"spec": {"template": {"spec": pod}}});
+        kubectl(&[
+            "-n",
+            &self.ns,
+            "patch",
+            "deployment",
+            name,
+            "--type",
+            "merge",
+            "-p",
+            &patch.to_string(),
+        ])
+        .unwrap_or_else(|e| panic!("patching deployment {name}'s pods: {e}"));
     }
 
     /// A LoadBalancer Service pinned to `ips` from this test's pool, `spec` merged in.
